@@ -1,0 +1,154 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PricingData(_message.Message):
+    __slots__ = ("id", "price", "time", "currency", "exchange", "quote_type", "market_hours", "change_percent", "day_volume", "day_high", "day_low", "change", "short_name", "expire_date", "open_price", "previous_close", "strike_price", "underlying_symbol", "open_interest", "options_type", "mini_option", "last_size", "bid", "bid_size", "ask", "ask_size", "price_hint", "vol_24hr", "vol_all_currencies", "from_currency", "last_market", "circulating_supply", "market_cap", "components", "field_35", "field_36", "field_37", "field_38", "field_39", "field_40", "field_41", "field_42", "field_43", "field_44", "field_45", "full_day_change", "full_day_change_percent")
+    class QuoteType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        NONE: _ClassVar[PricingData.QuoteType]
+        ALTSYMBOL: _ClassVar[PricingData.QuoteType]
+        HEARTBEAT: _ClassVar[PricingData.QuoteType]
+        EQUITY: _ClassVar[PricingData.QuoteType]
+        INDEX: _ClassVar[PricingData.QuoteType]
+        MUTUALFUND: _ClassVar[PricingData.QuoteType]
+        MONEYMARKET: _ClassVar[PricingData.QuoteType]
+        OPTION: _ClassVar[PricingData.QuoteType]
+        CURRENCY: _ClassVar[PricingData.QuoteType]
+        WARRANT: _ClassVar[PricingData.QuoteType]
+        BOND: _ClassVar[PricingData.QuoteType]
+        FUTURE: _ClassVar[PricingData.QuoteType]
+        ETF: _ClassVar[PricingData.QuoteType]
+        COMMODITY: _ClassVar[PricingData.QuoteType]
+        ECNQUOTE: _ClassVar[PricingData.QuoteType]
+        CRYPTOCURRENCY: _ClassVar[PricingData.QuoteType]
+        INDICATOR: _ClassVar[PricingData.QuoteType]
+        INDUSTRY: _ClassVar[PricingData.QuoteType]
+    NONE: PricingData.QuoteType
+    ALTSYMBOL: PricingData.QuoteType
+    HEARTBEAT: PricingData.QuoteType
+    EQUITY: PricingData.QuoteType
+    INDEX: PricingData.QuoteType
+    MUTUALFUND: PricingData.QuoteType
+    MONEYMARKET: PricingData.QuoteType
+    OPTION: PricingData.QuoteType
+    CURRENCY: PricingData.QuoteType
+    WARRANT: PricingData.QuoteType
+    BOND: PricingData.QuoteType
+    FUTURE: PricingData.QuoteType
+    ETF: PricingData.QuoteType
+    COMMODITY: PricingData.QuoteType
+    ECNQUOTE: PricingData.QuoteType
+    CRYPTOCURRENCY: PricingData.QuoteType
+    INDICATOR: PricingData.QuoteType
+    INDUSTRY: PricingData.QuoteType
+    class MarketHours(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PRE_MARKET: _ClassVar[PricingData.MarketHours]
+        REGULAR_MARKET: _ClassVar[PricingData.MarketHours]
+        POST_MARKET: _ClassVar[PricingData.MarketHours]
+        EXTENDED_HOURS_MARKET: _ClassVar[PricingData.MarketHours]
+        OVERNIGHT_MARKET: _ClassVar[PricingData.MarketHours]
+    PRE_MARKET: PricingData.MarketHours
+    REGULAR_MARKET: PricingData.MarketHours
+    POST_MARKET: PricingData.MarketHours
+    EXTENDED_HOURS_MARKET: PricingData.MarketHours
+    OVERNIGHT_MARKET: PricingData.MarketHours
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MARKET_HOURS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DAY_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    DAY_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DAY_LOW_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    SHORT_NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_DATE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    STRIKE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    UNDERLYING_SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    OPEN_INTEREST_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MINI_OPTION_FIELD_NUMBER: _ClassVar[int]
+    LAST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    BID_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ASK_FIELD_NUMBER: _ClassVar[int]
+    ASK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_HINT_FIELD_NUMBER: _ClassVar[int]
+    VOL_24HR_FIELD_NUMBER: _ClassVar[int]
+    VOL_ALL_CURRENCIES_FIELD_NUMBER: _ClassVar[int]
+    FROM_CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LAST_MARKET_FIELD_NUMBER: _ClassVar[int]
+    CIRCULATING_SUPPLY_FIELD_NUMBER: _ClassVar[int]
+    MARKET_CAP_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    FIELD_35_FIELD_NUMBER: _ClassVar[int]
+    FIELD_36_FIELD_NUMBER: _ClassVar[int]
+    FIELD_37_FIELD_NUMBER: _ClassVar[int]
+    FIELD_38_FIELD_NUMBER: _ClassVar[int]
+    FIELD_39_FIELD_NUMBER: _ClassVar[int]
+    FIELD_40_FIELD_NUMBER: _ClassVar[int]
+    FIELD_41_FIELD_NUMBER: _ClassVar[int]
+    FIELD_42_FIELD_NUMBER: _ClassVar[int]
+    FIELD_43_FIELD_NUMBER: _ClassVar[int]
+    FIELD_44_FIELD_NUMBER: _ClassVar[int]
+    FIELD_45_FIELD_NUMBER: _ClassVar[int]
+    FULL_DAY_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    FULL_DAY_CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    price: float
+    time: int
+    currency: str
+    exchange: str
+    quote_type: PricingData.QuoteType
+    market_hours: PricingData.MarketHours
+    change_percent: float
+    day_volume: int
+    day_high: float
+    day_low: float
+    change: float
+    short_name: str
+    expire_date: int
+    open_price: float
+    previous_close: float
+    strike_price: float
+    underlying_symbol: str
+    open_interest: int
+    options_type: int
+    mini_option: int
+    last_size: int
+    bid: float
+    bid_size: int
+    ask: float
+    ask_size: int
+    price_hint: int
+    vol_24hr: int
+    vol_all_currencies: int
+    from_currency: str
+    last_market: str
+    circulating_supply: float
+    market_cap: float
+    components: str
+    field_35: int
+    field_36: int
+    field_37: int
+    field_38: int
+    field_39: int
+    field_40: int
+    field_41: int
+    field_42: int
+    field_43: int
+    field_44: int
+    field_45: int
+    full_day_change: float
+    full_day_change_percent: float
+    def __init__(self, id: _Optional[str] = ..., price: _Optional[float] = ..., time: _Optional[int] = ..., currency: _Optional[str] = ..., exchange: _Optional[str] = ..., quote_type: _Optional[_Union[PricingData.QuoteType, str]] = ..., market_hours: _Optional[_Union[PricingData.MarketHours, str]] = ..., change_percent: _Optional[float] = ..., day_volume: _Optional[int] = ..., day_high: _Optional[float] = ..., day_low: _Optional[float] = ..., change: _Optional[float] = ..., short_name: _Optional[str] = ..., expire_date: _Optional[int] = ..., open_price: _Optional[float] = ..., previous_close: _Optional[float] = ..., strike_price: _Optional[float] = ..., underlying_symbol: _Optional[str] = ..., open_interest: _Optional[int] = ..., options_type: _Optional[int] = ..., mini_option: _Optional[int] = ..., last_size: _Optional[int] = ..., bid: _Optional[float] = ..., bid_size: _Optional[int] = ..., ask: _Optional[float] = ..., ask_size: _Optional[int] = ..., price_hint: _Optional[int] = ..., vol_24hr: _Optional[int] = ..., vol_all_currencies: _Optional[int] = ..., from_currency: _Optional[str] = ..., last_market: _Optional[str] = ..., circulating_supply: _Optional[float] = ..., market_cap: _Optional[float] = ..., components: _Optional[str] = ..., field_35: _Optional[int] = ..., field_36: _Optional[int] = ..., field_37: _Optional[int] = ..., field_38: _Optional[int] = ..., field_39: _Optional[int] = ..., field_40: _Optional[int] = ..., field_41: _Optional[int] = ..., field_42: _Optional[int] = ..., field_43: _Optional[int] = ..., field_44: _Optional[int] = ..., field_45: _Optional[int] = ..., full_day_change: _Optional[float] = ..., full_day_change_percent: _Optional[float] = ...) -> None: ...
