@@ -1,0 +1,101 @@
+"""Replace a file atomically and durably: temporary name, fsync, rename, fsync the folder.
+
+Invariants:
+- a reader of ``path`` sees the old content or the new content, never a mix, a truncated
+  file or no file (``os.replace`` is atomic on POSIX filesystems);
+- when ``replace_file`` returns, the new content and the rename are on disk (file fsynced,
+  then its folder); folders it had to create are fsynced into their parents too;
+- on failure the temporary file is removed and ``path`` is untouched;
+- temporaries are named ``.<name>.<pid>.tmp`` in the target's folder: hidden, never matched
+  by ``*.parquet``, and recognisable by ``is_temporary`` / ``temporary_pid`` for cleanup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "TMP_SUFFIX",
+    "atomic_write_bytes",
+    "fsync_directory",
+    "make_dirs_durable",
+    "replace_file",
+    "temporary_path",
+    "temporary_pid",
+]
+
+TMP_SUFFIX: Final = ".tmp"
+
+
+def temporary_path(path: Path) -> Path:
+    """The temporary name this process uses while writing ``path``."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def temporary_pid(name: str) -> int | None:
+    """The writer's pid encoded in a temporary's file name, or None if not one of ours."""
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    pid = name.removesuffix(TMP_SUFFIX).rpartition(".")[2]
+    return int(pid) if pid.isdigit() else None
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make creations, renames and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(directory: Path) -> None:
+    """``mkdir -p`` that fsyncs the parent of every folder it creates."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent writer made it first
+            folder.mkdir()
+        fsync_directory(folder.parent)
+
+
+def replace_file(path: Path, write: Callable[[Path], None]) -> int:
+    """Have ``write(tmp)`` create the new content at a temporary path, then swap it in.
+
+    Returns the new file's size in bytes. Any OSError (ENOSPC, EACCES, EIO, ...) propagates
+    after the temporary has been removed; ``path`` then still holds its old content.
+    """
+    make_dirs_durable(path.parent)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_directory(path.parent)
+    return size
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (for small state files)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    replace_file(Path(path), write)

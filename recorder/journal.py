@@ -1,0 +1,543 @@
+"""The journal: a durable, checksummed, segmented, append-only log of raw frames (contract 1).
+
+Every frame is appended with its receive time and the next sequence number before anything
+else happens to it; the lake is rebuilt by replaying what it has not applied yet. The byte
+format (header, records with a ``zlib.crc32``, footer, ``.seg.zst``) is in ``segment.py``.
+
+Invariants:
+- seqs start at 1 and rise by exactly 1 across segments and restarts; a segment is named
+  after its first seq. Only one process writes a journal (``journal.lock``, an ``flock``).
+- Each writer process starts a new segment (created on its first append), so nothing is ever
+  appended after a cut tail. A segment is rotated before a record would push it past
+  ``segment_bytes`` (a bigger single record or batch gets a segment of its own); a rotated
+  or closed segment gets a footer and is fsynced, whatever the policy.
+- On ``open`` the newest segment is scanned; a torn or corrupt tail (incomplete or
+  checksum-failing record) is truncated and fsynced, logged and listed in ``repairs``; an
+  emptied segment is deleted. Older segments are checked when read: a bad record there
+  raises JournalCorruptError naming segment and offset, after every valid record before it
+  has been yielded; with ``skip_corrupt=True`` the reader logs an error and continues with
+  the next segment instead (the skipped seqs are then missing). Reading never repairs.
+- ``prune`` deletes oldest segments only, never one holding a seq above the caller's
+  applied seq, never the open segment and never the newest closed one (it carries the seq
+  counter across a restart whose new segment was still empty).
+
+What a crash can lose (``written_seq`` = handed to the OS, ``durable_seq`` = fsynced):
+- ``ALWAYS``: each append is written and fsynced before it returns. SIGKILL and power loss
+  lose nothing that append returned for.
+- ``GROUP`` (default): appends fill an in-process buffer, written out at 1 MiB, on
+  ``flush()``/``sync()`` and at rotation; the owner calls ``sync()`` (flush + fsync) every
+  ``group_commit_ms`` (``run_group_commit`` does so from a worker thread). SIGKILL loses the
+  frames appended since the last flush (at most one interval); power loss loses the frames
+  after ``durable_seq`` (at most one interval plus the fsync time).
+- ``OS``: each append is written to the OS before it returns; fsync only at rotation and
+  close (``sync()`` only flushes). SIGKILL loses nothing returned; power loss loses frames
+  written since the last rotation (in practice the kernel's writeback delay, ~30 s).
+
+A write error (ENOSPC, EACCES, ...) raises JournalWriteError and rejects the frame(s) of that
+call; bytes of a partial write are truncated away, so appending resumes once space returns.
+A failed fsync stops the journal (Linux may have dropped the pages): reopen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from recorder.segment import (
+    CRC,
+    FOOTER,
+    RECORD_HEAD,
+    JournalCorruptError,
+    JournalError,
+    JournalRecord,
+    JournalRepair,
+    SegmentRef,
+    compress_segment,
+    encode_footer,
+    encode_header,
+    fsync_directory,
+    leftover_files,
+    list_segments,
+    read_batches,
+    read_summary,
+    repair_segment,
+    segment_name,
+)
+
+if TYPE_CHECKING:
+    from ticklake.clock import Clock
+
+__all__ = [
+    "FsyncPolicy",
+    "Journal",
+    "JournalConfig",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalLockedError",
+    "JournalRecord",
+    "JournalRepair",
+    "JournalWriteError",
+]
+
+log = logging.getLogger(__name__)
+FLUSH_BYTES = 1 << 20
+_pack_head, _pack_crc, _crc32 = RECORD_HEAD.pack, CRC.pack, zlib.crc32
+
+
+class JournalWriteError(JournalError):
+    """The journal could not write or fsync a segment; the message names path and reason."""
+
+    @classmethod
+    def from_os(cls, path: Path, exc: OSError) -> JournalWriteError:
+        reason = exc.strerror or str(exc)
+        return cls(f"cannot write journal {path}: {reason} (errno {exc.errno})")
+
+
+class JournalLockedError(JournalError):
+    """Another process has the journal open for writing."""
+
+
+class FsyncPolicy(StrEnum):
+    ALWAYS = "always"
+    GROUP = "group"
+    OS = "os"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    fsync: FsyncPolicy = FsyncPolicy.GROUP
+    segment_bytes: int = 64 << 20
+    group_commit_ms: int = 200
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < 4096 or self.group_commit_ms <= 0:
+            raise ValueError("journal segment_bytes must be >= 4096 and group_commit_ms > 0")
+
+
+class SegmentFile(Protocol):
+    """The write layer under the journal (a raw ``FileIO`` unless a test injects another)."""
+
+    def write(self, data: bytes | bytearray, /) -> int | None: ...
+    def truncate(self, size: int, /) -> int: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _create_file(path: Path) -> SegmentFile:
+    return open(path, "xb", buffering=0)  # the journal closes it
+
+
+class Journal:
+    """A journal directory opened for appending (``open``) or for reading only (``open_reader``)."""
+
+    def __init__(self, directory: Path, config: JournalConfig, writable: bool) -> None:
+        self.directory, self.config, self.writable = directory, config, writable
+        self.repairs: tuple[JournalRepair, ...] = ()
+        self._open_file: Callable[[Path], SegmentFile] = _create_file
+        self._lock_fd: int | None = None
+        self._file: SegmentFile | None = None
+        self._active_first: int | None = None  # first seq of the open segment
+        self._seg_path = directory
+        self._seg_count = self._seg_min = self._seg_max = self._file_size = 0
+        self._buf = bytearray()
+        self._buf_limit = 0  # append's fast path may grow the buffer up to this
+        self._next_seq = self._written_seq = self._durable_seq = 1
+        self._stopped: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path | str,
+        config: JournalConfig | None = None,
+        *,
+        open_file: Callable[[Path], SegmentFile] | None = None,
+    ) -> Journal:
+        """Lock the journal, cut a torn tail (see ``repairs``) and get ready to append."""
+        journal = cls(Path(directory), config or JournalConfig(), writable=True)
+        journal._open_file = open_file or _create_file
+        try:
+            journal.directory.mkdir(parents=True, exist_ok=True)
+            journal._lock()
+            journal._recover()
+        except OSError as exc:
+            journal._unlock()
+            raise JournalWriteError.from_os(journal.directory, exc) from exc
+        except BaseException:
+            journal._unlock()
+            raise
+        return journal
+
+    @classmethod
+    def open_reader(cls, directory: Path | str) -> Journal:
+        """Read-only view; safe beside a running writer; never modifies a file."""
+        return cls(Path(directory), JournalConfig(), writable=False)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def written_seq(self) -> int:
+        """Highest seq handed to the OS (survives SIGKILL)."""
+        return self._written_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Highest seq known fsynced (survives power loss)."""
+        return self._durable_seq
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, frame: str, received_at_us: int) -> int:
+        """Journal one frame; returns its seq. The hot path: no syscall under GROUP."""
+        payload = frame.encode()
+        seq = self._next_seq
+        head = _pack_head(len(payload), seq, received_at_us)
+        record = head + payload + _pack_crc(_crc32(payload, _crc32(head)))
+        if len(self._buf) + len(record) > self._buf_limit:
+            return self._commit(record, 1, received_at_us).start
+        self._buf += record
+        self._next_seq = seq + 1
+        self._seg_count += 1
+        if received_at_us < self._seg_min:
+            self._seg_min = received_at_us
+        if received_at_us > self._seg_max:
+            self._seg_max = received_at_us
+        return seq
+
+    def append_many(self, frames: Sequence[str], received_at_us: int) -> range:
+        """Journal frames received together, as one write; returns their seqs."""
+        parts: list[bytes] = []
+        seq = self._next_seq
+        for frame in frames:
+            payload = frame.encode()
+            head = _pack_head(len(payload), seq, received_at_us)
+            parts += (head, payload, _pack_crc(_crc32(payload, _crc32(head))))
+            seq += 1
+        if not parts:
+            return range(seq, seq)
+        return self._commit(b"".join(parts), len(frames), received_at_us)
+
+    def _commit(self, records: bytes, count: int, received_at_us: int) -> range:
+        self._require_writable()
+        end = self._file_size + len(self._buf) + len(records) + FOOTER.size
+        if self._file is not None and self._seg_count and end > self.config.segment_bytes:
+            self._close_segment()
+        if self._file is None:
+            self._start_segment()
+        elif self._buf and len(self._buf) + len(records) > FLUSH_BYTES:
+            self._write_buffer()
+        mark = len(self._buf)
+        self._buf += records
+        if self.config.fsync is not FsyncPolicy.GROUP:
+            try:
+                self._write_buffer()
+            except JournalWriteError:
+                del self._buf[mark:]
+                raise
+        first = self._next_seq
+        self._next_seq += count
+        self._seg_count += count
+        self._seg_min = min(self._seg_min, received_at_us)
+        self._seg_max = max(self._seg_max, received_at_us)
+        if self.config.fsync is not FsyncPolicy.GROUP:
+            self._written_seq = self._next_seq - 1
+        if self.config.fsync is FsyncPolicy.ALWAYS:
+            self._fsync()
+        self._set_buf_limit()
+        return range(first, self._next_seq)
+
+    def flush(self) -> None:
+        """Hand buffered frames to the OS (no fsync): afterwards a SIGKILL loses none of them."""
+        self._require_writable()
+        self._write_buffer()
+        self._written_seq = self._next_seq - 1
+
+    def sync(self) -> None:
+        """Flush, then fsync unless the policy is OS; advances ``durable_seq``."""
+        self.flush()
+        if self.config.fsync is not FsyncPolicy.OS and self._durable_seq < self._written_seq:
+            self._fsync()
+
+    async def sync_in_thread(self) -> None:
+        """``sync()`` with the fsync in a worker thread, so the event loop keeps appending."""
+        self.flush()
+        if self.config.fsync is FsyncPolicy.OS or self._durable_seq >= self._written_seq:
+            return
+        if self._file is None:  # rotation or close already fsynced everything written
+            self._durable_seq = self._written_seq
+            return
+        target, fd = self._written_seq, os.dup(self._file.fileno())  # rotation may close ours
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        except OSError as exc:
+            self._stop(f"fsync failed: {exc}")
+            raise JournalWriteError.from_os(self._seg_path, exc) from exc
+        finally:
+            os.close(fd)
+        self._durable_seq = max(self._durable_seq, target)
+
+    async def run_group_commit(self, clock: Clock) -> None:
+        """Until cancelled or closed: ``sync_in_thread()`` every ``group_commit_ms``."""
+        while self._lock_fd is not None:
+            await clock.sleep(self.config.group_commit_ms / 1000)
+            if self._lock_fd is None:
+                return
+            try:
+                await self.sync_in_thread()
+            except JournalWriteError as exc:
+                log.error("event=journal_group_commit_failed error=%r", str(exc))
+
+    def close(self) -> None:
+        """Flush, footer, fsync and close the open segment; release the lock. Idempotent."""
+        try:
+            if self._lock_fd is not None and self._stopped is None:
+                self._close_segment()
+        finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._unlock()
+            self._buf_limit = 0
+
+    # -- reading -------------------------------------------------------------------------
+
+    def iter_records(
+        self,
+        start_seq: int = 1,
+        end_seq: int | None = None,
+        *,
+        batch_size: int = 10_000,
+        skip_corrupt: bool = False,
+    ) -> Iterator[list[JournalRecord]]:
+        """Records with ``start_seq <= seq < end_seq`` in seq order, in batches."""
+        stop = end_seq if end_seq is not None else 1 << 64
+        refs, tail = self._readable_segments()
+        wanted = [
+            index
+            for index, ref in enumerate(refs)
+            if ref.first_seq < stop
+            and (index + 1 == len(refs) or refs[index + 1].first_seq > start_seq)
+        ]
+        return read_batches(refs, wanted, start_seq, stop, None, batch_size, skip_corrupt, tail)
+
+    def iter_records_between(
+        self, start_us: int, end_us: int, *, batch_size: int = 10_000, skip_corrupt: bool = False
+    ) -> Iterator[list[JournalRecord]]:
+        """Records received in ``[start_us, end_us)`` in seq order; skips segments by footer."""
+        refs, tail = self._readable_segments()
+        wanted = []
+        for index, ref in enumerate(refs):
+            summary = read_summary(ref)
+            if summary is None or (
+                summary.max_received_us >= start_us and summary.min_received_us < end_us
+            ):
+                wanted.append(index)
+        window = (start_us, end_us)
+        return read_batches(refs, wanted, 0, 1 << 64, window, batch_size, skip_corrupt, tail)
+
+    def _readable_segments(self) -> tuple[list[SegmentRef], bool]:
+        """The segments, and whether the newest may be growing in another process."""
+        if self._lock_fd is not None and self._stopped is None:
+            self.flush()  # the writer reads its own appends
+        return list_segments(self.directory), not self.writable
+
+    # -- retention -----------------------------------------------------------------------
+
+    def prune(self, older_than_us: int, keep_after_seq: int) -> list[Path]:
+        """Delete the oldest closed segments whose records all precede ``older_than_us`` and
+        whose seqs are all ``<= keep_after_seq``; stops at the first that does not qualify."""
+        self._require_writable()
+        refs = [ref for ref in list_segments(self.directory) if ref.first_seq != self._active_first]
+        removed: list[Path] = []
+        for ref in refs[:-1]:  # the newest closed segment carries the seq counter
+            summary = read_summary(ref)
+            if summary is None or summary.max_received_us >= older_than_us:
+                break
+            if summary.last_seq > keep_after_seq:
+                break
+            ref.path.unlink()
+            removed.append(ref.path)
+            log.info(
+                "event=journal_segment_pruned segment=%s last_seq=%d", ref.path, summary.last_seq
+            )
+        if removed:
+            fsync_directory(self.directory)
+        return removed
+
+    def compress_closed(self) -> list[Path]:
+        """Compress every closed ``.seg`` to ``.seg.zst``; returns the new files. Thread-safe
+        beside appends (run it with ``asyncio.to_thread``), not beside ``prune``."""
+        self._require_writable()
+        made = []
+        for ref in list_segments(self.directory):
+            if ref.compressed or ref.first_seq == self._active_first:
+                continue
+            try:
+                made.append(compress_segment(ref))
+            except JournalCorruptError as exc:
+                log.error("event=journal_compress_skipped error=%r", str(exc))
+            except OSError as exc:
+                raise JournalWriteError.from_os(ref.path, exc) from exc
+        return made
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise JournalError(f"journal {self.directory} was opened read-only")
+        if self._lock_fd is None:
+            raise JournalError(f"journal {self.directory} is closed")
+        if self._stopped is not None:
+            raise JournalWriteError(
+                f"journal {self.directory} stopped after an error ({self._stopped}); reopen it"
+            )
+
+    def _stop(self, reason: str) -> None:
+        self._stopped, self._buf_limit = reason, 0
+        log.error("event=journal_stopped dir=%s reason=%r", self.directory, reason)
+
+    def _set_buf_limit(self) -> None:
+        fast = self._file is not None and self.config.fsync is FsyncPolicy.GROUP
+        room = self.config.segment_bytes - FOOTER.size - self._file_size
+        self._buf_limit = min(FLUSH_BYTES, room) if fast and self._stopped is None else 0
+
+    def _write_buffer(self) -> None:
+        """Write the whole buffer; on error cut any partial write and keep the buffer."""
+        buf, file = self._buf, self._file
+        if not buf or file is None:
+            return
+        done = 0
+        try:
+            while done < len(buf):
+                written = file.write(buf if done == 0 else buf[done:])
+                if not written:
+                    raise OSError(errno.EIO, "write made no progress")
+                done += written
+        except OSError as exc:
+            try:
+                file.truncate(self._file_size)
+                file.seek(self._file_size)
+            except OSError as cut:
+                self._stop(f"could not cut a partial write: {cut}")
+            self._set_buf_limit()
+            raise JournalWriteError.from_os(self._seg_path, exc) from exc
+        self._file_size += done
+        buf.clear()
+
+    def _fsync(self) -> None:
+        if self._file is None:
+            return
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._stop(f"fsync failed: {exc}")
+            raise JournalWriteError.from_os(self._seg_path, exc) from exc
+        self._durable_seq = self._written_seq
+
+    def _start_segment(self) -> None:
+        path = self.directory / segment_name(self._next_seq)
+        self._active_first = self._next_seq  # before the file exists: compress_closed skips it
+        try:
+            self._file = self._open_file(path)
+        except OSError as exc:
+            self._active_first = None
+            raise JournalWriteError.from_os(path, exc) from exc
+        self._seg_path = path
+        self._seg_count = self._file_size = 0
+        self._seg_min, self._seg_max = 1 << 63, -(1 << 63)
+        self._buf += encode_header(self._next_seq)
+        try:
+            fsync_directory(self.directory)
+        except OSError as exc:
+            raise JournalWriteError.from_os(self.directory, exc) from exc
+
+    def _close_segment(self) -> None:
+        """Footer, fsync and close the open segment (delete it if it holds no record)."""
+        file = self._file
+        if file is None:
+            return
+        if self._seg_count == 0:
+            file.close()
+            self._seg_path.unlink(missing_ok=True)
+            self._buf.clear()
+        else:
+            self._write_buffer()
+            self._buf += encode_footer(self._next_seq - 1, self._seg_min, self._seg_max)
+            try:
+                self._write_buffer()
+            except JournalWriteError:
+                self._buf.clear()
+                raise
+            self._written_seq = self._next_seq - 1
+            self._fsync()
+            file.close()
+        self._file = self._active_first = None
+        self._set_buf_limit()
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / "journal.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalLockedError(
+                f"journal {self.directory} is open for writing by process {holder}; stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    def _recover(self) -> None:
+        """Remove compression leftovers, cut the newest segment's torn tail, find next_seq."""
+        for path in leftover_files(self.directory):
+            path.unlink()
+            log.warning("event=journal_leftover_removed path=%s", path)
+        repairs: list[JournalRepair] = []
+        next_seq = 1
+        refs = list_segments(self.directory)
+        while refs:  # the newest segment; an older one if it held no record
+            ref = refs.pop()
+            next_seq = max(next_seq, ref.first_seq)
+            scan, repair = repair_segment(ref)
+            if repair is not None:
+                repairs.append(repair)
+                log.warning(
+                    "event=journal_tail_cut segment=%s offset=%d bytes_cut=%d reason=%r",
+                    *repair,
+                )
+            if scan.last_seq >= ref.first_seq:
+                next_seq = scan.last_seq + 1
+                break
+            log.warning("event=journal_empty_segment_removed segment=%s", ref.path)
+        self.repairs = tuple(repairs)
+        self._next_seq = next_seq
+        self._written_seq = self._durable_seq = next_seq - 1
+        log.info(
+            "event=journal_open dir=%s next_seq=%d repairs=%d",
+            self.directory,
+            next_seq,
+            len(repairs),
+        )
