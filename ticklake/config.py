@@ -1,0 +1,173 @@
+"""Options: each defined once, settable from ``ticklake.toml``, ``TICKLAKE_*`` or a flag.
+
+Precedence, lowest to highest: the built-in default, the TOML file (``--config FILE``, else
+``./ticklake.toml`` when present), the environment (``TICKLAKE_FLUSH_INTERVAL=2``), the
+command-line flag (``--flush-interval 2``). Every ``--help`` line names its variable.
+
+Invariants: an unknown key in the TOML file or a ``TICKLAKE_`` variable that names no option
+is an error, never silently ignored (a typo must not read as "unset"); a value that does not
+parse is a one-line error naming where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TICKLAKE_"
+DEFAULT_FILE = Path("ticklake.toml")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says which and where it came from."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: ``name`` is the TOML key; the flag and variable derive from it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{text!r} is negative")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def _parsed(option: Option, raw: Any, where: str) -> Any:
+    text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    if isinstance(raw, list):
+        text = ",".join(str(item) for item in raw)
+    try:
+        value = option.parse(text)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{where}: bad value for {option.name}: {exc}") from None
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{where}: {option.name} must be one of {', '.join(option.choices)}")
+    return value
+
+
+def load_file(path: Path | None) -> dict[str, Any]:
+    """The TOML settings (a ``[ticklake]`` table or top-level keys); {} without a file."""
+    if path is None:
+        if not DEFAULT_FILE.is_file():
+            return {}
+        path = DEFAULT_FILE
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    table = data.get("ticklake", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config {path}: [ticklake] must be a table")
+    return {str(k).replace("-", "_"): v for k, v in table.items()}
+
+
+def check_known(
+    options: Iterable[Option],
+    file_values: Mapping[str, Any],
+    env: Mapping[str, str],
+    other_env: Iterable[str] = (),
+) -> None:
+    """Reject TOML keys and TICKLAKE_ variables that name no option of any command.
+
+    ``other_env`` lists variables read elsewhere (the simulator's ``TICKLAKE_SIM_*``).
+    """
+    names = {option.name for option in options}
+    known_env = {ENV_PREFIX + name.upper() for name in names} | set(other_env)
+    for key in file_values:
+        if key not in names:
+            raise ConfigError(f"config file: unknown setting {key!r}")
+    for key in env:
+        if key.startswith(ENV_PREFIX) and key not in known_env:
+            raise ConfigError(f"environment: unknown variable {key}")
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    options: Iterable[Option],
+    file_values: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Add each option as a flag whose default already folds in the file and environment."""
+    env = os.environ if env is None else env
+    for option in options:
+        default = option.default
+        if option.name in file_values:
+            default = _parsed(option, file_values[option.name], "config file")
+        if option.env in env:
+            default = _parsed(option, env[option.env], f"environment {option.env}")
+        shown = "" if option.default is None else f" (default: {_shown(option.default)})"
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.parse,
+            default=default,
+            metavar=option.metavar,
+            choices=option.choices,
+            help=f"{option.help}{shown}; env {option.env}",
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def utc_time(text: str) -> float:
+    """Epoch seconds from ISO-8601 (``2026-11-25``, ``2026-11-25T14:30``, ``...Z``); naive = UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO-8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()

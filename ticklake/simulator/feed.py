@@ -1,0 +1,248 @@
+"""What the simulator says about each symbol: seeded price walks serialized like Yahoo's.
+
+Invariants:
+- a symbol's n-th message has the same price for the same ``(seed, symbol)``, whatever the
+  clock says or who subscribed when (the symbol's own generator, drawn in fixed blocks);
+- prices are float32 values of decimals rounded to ``price_hint`` decimals; ``time`` is the
+  clock's whole second in epoch ms, shared by every message of one :meth:`Feed.advance`;
+- a field equal to its zero value is never set (proto3 rules, as Yahoo serializes), so
+  PRE_MARKET, an unchanged ``change`` or a zero volume are absent from the wire;
+- ``day_volume`` rises within a session and restarts when ``recorder.markets.session_id``
+  changes; crypto instead carries a rolling 24 h figure in ``day_volume``, ``last_size``
+  and ``vol_24hr`` alike; FX and indices carry no volume;
+- a closed market (``recorder.markets.market_hours`` is None) generates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from base64 import b64encode
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from recorder.markets import AssetClass, asset_class, market_hours, session_id
+from recorder.pricing_pb2 import PricingData
+
+__all__ = ["Feed", "SymbolFeed", "Tick"]
+
+BLOCK: Final = 512  # messages drawn at once per symbol
+REGULAR: Final = PricingData.REGULAR_MARKET
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One generated message: ``payload`` is the serialized ``PricingData``, ``b64`` its base64."""
+
+    symbol: str
+    time_ms: int
+    payload: bytes
+    b64: str
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How a class of asset moves: start range, decimals, relative step, trade sizes."""
+
+    low: float
+    high: float
+    price_hint: int
+    sigma: float  # standard deviation of the relative move per message
+    sizes: tuple[int, int] | None  # last trade size range; None: no session volume
+
+
+PROFILES: Final = {
+    AssetClass.EQUITY: Profile(20.0, 500.0, 2, 3e-4, (1, 500)),
+    AssetClass.ETF: Profile(20.0, 500.0, 2, 2e-4, (1, 1000)),
+    AssetClass.INDEX: Profile(4000.0, 6000.0, 2, 1e-4, None),
+    AssetClass.CURRENCY: Profile(0.8, 1.4, 4, 5e-5, None),
+    AssetClass.FUTURE: Profile(4000.0, 6000.0, 2, 1e-4, (1, 20)),
+    AssetClass.CRYPTOCURRENCY: Profile(30_000.0, 90_000.0, 2, 3e-4, None),
+}
+INDEX_EXCHANGES: Final = {"^GSPC": "SNP", "^DJI": "DJI", "^IXIC": "NIM", "^VIX": "WCB"}
+FUTURE_EXCHANGES: Final = {"YM": "CBT", "ZB": "CBT", "ZN": "CBT", "CL": "NYM", "GC": "CMX"}
+COIN_NAMES: Final = {"BTC": "Bitcoin", "ETH": "Ethereum", "SOL": "Solana", "DOGE": "Dogecoin"}
+
+
+def _static_fields(symbol: str, cls: AssetClass, rng: np.random.Generator) -> dict[str, object]:
+    """Fields that never change for a symbol, as Yahoo sends them for its asset class."""
+    static: dict[str, object] = {
+        "id": symbol,
+        "quote_type": PricingData.QuoteType.Value(cls.value),
+        "price_hint": PROFILES[cls].price_hint,
+    }
+    if cls is AssetClass.EQUITY:
+        static["exchange"] = ("NMS", "NYQ")[int(rng.integers(2))]
+    elif cls is AssetClass.ETF:
+        static["exchange"] = "NMS" if symbol == "QQQ" else "PCX"
+    elif cls is AssetClass.INDEX:
+        static["exchange"] = INDEX_EXCHANGES.get(symbol, "SNP")
+    elif cls is AssetClass.CURRENCY:
+        pair = symbol.removesuffix("=X")
+        static |= {"currency": pair[3:] if len(pair) == 6 else pair, "exchange": "CCY"}
+    elif cls is AssetClass.FUTURE:
+        root = symbol.removesuffix("=F")
+        static |= {"currency": "USD", "exchange": FUTURE_EXCHANGES.get(root, "CME")}
+        static["open_interest"] = int(rng.integers(100_000, 3_000_000))
+    else:
+        base, _, quote = symbol.partition("-")
+        static |= {"currency": quote, "exchange": "CCC", "from_currency": base}
+        static |= {"short_name": f"{COIN_NAMES.get(base, base)} {quote}"}
+        static |= {
+            "last_market": "CoinMarketCap",
+            "circulating_supply": float(rng.uniform(1e7, 1e9)),
+        }
+    return static
+
+
+def _generator(seed: int, symbol: str) -> np.random.Generator:
+    """The symbol's own random stream: a stable digest of ``(seed, symbol)`` seeds it."""
+    key = f"{seed}:{symbol}".encode("utf-8", "surrogatepass")
+    return np.random.default_rng(int.from_bytes(hashlib.blake2b(key).digest()[:16], "big"))
+
+
+class SymbolFeed:
+    """The walk of one symbol and its session state (volume, high, low, previous close).
+
+    Random draws come in blocks of ``BLOCK`` messages from the symbol's own generator, so
+    the n-th message's draws never depend on when it is generated. ``change`` and
+    ``full_day_change`` are both measured from the previous session's last regular-hours
+    price (its last price when it had no regular hours); the simulator does not model
+    Yahoo's separate after-hours change.
+    """
+
+    def __init__(self, symbol: str, seed: int) -> None:
+        self.symbol = symbol
+        self.asset = asset_class(symbol)
+        self.profile = profile = PROFILES[self.asset]
+        self.credit = 1.0  # messages due; a new symbol streams on the next advance
+        self.latest: Tick | None = None
+        rng = self._rng = _generator(seed, symbol)
+        self._hint, self._scale = profile.price_hint, float(10**profile.price_hint)
+        self._level = float(rng.uniform(profile.low, profile.high))
+        self._rolling = float(rng.uniform(2e9, 4e10))  # crypto's 24 h volume
+        static = {name: v for name, v in _static_fields(symbol, self.asset, rng).items() if v}
+        self._template = PricingData(**static)  # type: ignore[arg-type]
+        self._supply = float(static.get("circulating_supply", 0.0))  # type: ignore[arg-type]
+        self._equity = self.asset in (AssetClass.EQUITY, AssetClass.ETF)
+        self._prices: list[float] = []
+        self._sizes: list[int] = []
+        self._rolls: list[int] = []
+        self._cursor = BLOCK
+        self._session: int | None = None
+        self._last = self._previous_close = max(round(self._level * self._scale), 1) / self._scale
+        self._regular_close: float | None = None
+        self._volume, self._high, self._low = 0, self._last, self._last
+
+    def _draw_block(self) -> None:
+        rng, profile, scale = self._rng, self.profile, self._scale
+        levels = self._level * np.cumprod(np.exp(rng.normal(0.0, profile.sigma, BLOCK)))
+        self._level = float(levels[-1])
+        self._prices = (np.maximum(np.round(levels * scale), 1.0) / scale).tolist()
+        if profile.sizes:
+            self._sizes = rng.integers(*profile.sizes, BLOCK, endpoint=True).tolist()
+        if self.asset is AssetClass.CRYPTOCURRENCY:
+            rolls = self._rolling * np.cumprod(np.exp(rng.normal(0.0, 2e-3, BLOCK)))
+            self._rolling = float(rolls[-1])
+            self._rolls = rolls.astype(np.int64).tolist()
+        self._cursor = 0
+
+    def next_tick(self, time_ms: int, hours: int, session: int) -> Tick:
+        """The next message, stamped ``time_ms``, in an open market's ``hours`` and ``session``."""
+        if self._cursor == BLOCK:
+            self._draw_block()
+        i = self._cursor
+        self._cursor = i + 1
+        price = self._prices[i]
+        size = self._sizes[i] if self._sizes else 0
+        if session != self._session:
+            if self._session is not None:
+                self._previous_close = self._regular_close or self._last
+            self._session, self._regular_close = session, None
+            self._volume, self._high, self._low = 0, price, price
+        self._last, self._volume = price, self._volume + size
+        if price > self._high:
+            self._high = price
+        elif price < self._low:
+            self._low = price
+        if hours == REGULAR:
+            self._regular_close = price
+        change = round(price - self._previous_close, self._hint)
+
+        # proto3 rules: a field equal to its zero value is never set.
+        message = PricingData()
+        message.CopyFrom(self._template)
+        message.price, message.time = price, time_ms
+        message.day_high, message.day_low = self._high, self._low
+        if hours:
+            message.market_hours = hours  # type: ignore[assignment]
+        if change:
+            message.change = change
+            message.change_percent = change / self._previous_close * 100.0
+        if self._equity:
+            message.day_volume, message.last_size = self._volume, size
+            if change:
+                message.full_day_change = change
+                message.full_day_change_percent = message.change_percent
+        elif self.asset is AssetClass.FUTURE:
+            message.day_volume = self._volume
+        elif self.asset is AssetClass.CRYPTOCURRENCY:
+            rolling = self._rolls[i]
+            message.day_volume = message.last_size = rolling
+            message.vol_24hr = message.vol_all_currencies = rolling
+            message.market_cap = price * self._supply
+        payload = message.SerializeToString()
+        self.latest = Tick(self.symbol, time_ms, payload, b64encode(payload).decode())
+        return self.latest
+
+
+class Feed:
+    """Every symbol ever subscribed, paced at ``rate`` messages per second per symbol."""
+
+    def __init__(self, seed: int, rate: float) -> None:
+        self.seed, self.rate = seed, rate
+        self._symbols: dict[str, SymbolFeed] = {}
+
+    def symbol(self, symbol: str) -> SymbolFeed:
+        feed = self._symbols.get(symbol)
+        if feed is None:
+            feed = self._symbols[symbol] = SymbolFeed(symbol, self.seed)
+        return feed
+
+    def latest(self, symbol: str) -> Tick | None:
+        """The last message generated for ``symbol`` (what a subscribe re-sends), if any."""
+        feed = self._symbols.get(symbol)
+        return feed.latest if feed else None
+
+    def advance(self, elapsed: float, t: float, symbols: Iterable[str]) -> list[Tick]:
+        """The messages due for ``symbols`` after ``elapsed`` real seconds, at clock time ``t``.
+
+        Symbols take turns (round robin), so a burst interleaves them. A closed market keeps
+        at most one message due, sent as soon as it opens.
+        """
+        time_ms = math.floor(t) * 1000
+        clock: dict[AssetClass, tuple[int | None, int]] = {}
+        due: list[tuple[SymbolFeed, int, int, int]] = []
+        for symbol in symbols:
+            feed = self.symbol(symbol)
+            if feed.asset not in clock:
+                clock[feed.asset] = (market_hours(feed.asset, t), session_id(feed.asset, t))
+            hours, session = clock[feed.asset]
+            feed.credit += self.rate * elapsed
+            if hours is None:
+                feed.credit = min(feed.credit, 1.0)
+                continue
+            count = int(feed.credit)
+            if count:
+                feed.credit -= count
+                due.append((feed, count, hours, session))
+        ticks: list[Tick] = []
+        turn = 0
+        while due:
+            ticks.extend(feed.next_tick(time_ms, hours, session) for feed, _, hours, session in due)
+            turn += 1
+            due = [entry for entry in due if entry[1] > turn]
+        return ticks
