@@ -1,13 +1,32 @@
-"""The ``ticklake`` command: one entry point, one subcommand per job."""
+"""The ``ticklake`` command: one entry point, one subcommand per job.
+
+Settings come from ``ticklake.toml``, ``TICKLAKE_*`` variables and flags (see
+:mod:`ticklake.config`); ``ticklake COMMAND --help`` lists each with its variable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
 
 from ticklake import __version__
+from ticklake.config import (
+    ConfigError,
+    Option,
+    add_options,
+    check_known,
+    load_file,
+    utc_time,
+)
+
+LOG_LEVEL = Option(
+    "log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+)
 
 
 def _decode(ns: argparse.Namespace) -> int:
@@ -16,7 +35,65 @@ def _decode(ns: argparse.Namespace) -> int:
     return decode_cmd.run(ns.files)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _record(ns: argparse.Namespace) -> int:
+    from ticklake import record_cmd
+
+    return record_cmd.record(ns)
+
+
+def _replay(ns: argparse.Namespace) -> int:
+    from ticklake import record_cmd
+
+    return record_cmd.replay_cmd(ns)
+
+
+def _simulate(ns: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
+    from ticklake.simulator import SimulatorConfigError, config_from_args, serve_forever
+
+    try:
+        config = config_from_args(ns)
+    except SimulatorConfigError as exc:
+        print(f"ticklake simulate: {exc}", file=sys.stderr)
+        return 2
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down like Ctrl-C
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(config))
+    return 0
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from ticklake import demo
+
+    return demo.run(ns.data, ns.minutes, ns.rate)
+
+
+def _options() -> dict[str, tuple[Option, ...]]:
+    from ticklake import record_cmd
+
+    return {
+        "record": (record_cmd.DATA, *record_cmd.RECORD_OPTIONS),
+        "replay": (record_cmd.DATA,),
+    }
+
+
+def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
+    options = _options()
+    from ticklake.simulator.config import SimulatorConfig, add_arguments
+
+    check_known(
+        [LOG_LEVEL, *(o for group in options.values() for o in group)],
+        file_values,
+        os.environ,
+        [f"TICKLAKE_SIM_{f.name.upper()}" for f in fields(SimulatorConfig)],
+    )
     parser = argparse.ArgumentParser(
         prog="ticklake",
         description="Record Yahoo! Finance's live prices into a Parquet lake; "
@@ -24,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ticklake {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--config", type=Path, metavar="FILE", help="settings file (default: ./ticklake.toml)"
     )
+    add_options(parser, [LOG_LEVEL], file_values)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     decode = sub.add_parser(
@@ -36,12 +114,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode.add_argument("files", nargs="*", help="files to read ('-' or none: stdin)")
     decode.set_defaults(handler=_decode)
+
+    record = sub.add_parser(
+        "record",
+        help="record the live stream into the journal and the Parquet lake",
+        description="Connect to Yahoo's streamer (or --url), journal every frame, keep the "
+        "Parquet lake current and publish the seal watermark. SIGINT/SIGTERM stop it cleanly.",
+    )
+    add_options(record, options["record"], file_values)
+    record.set_defaults(handler=_record)
+
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild the lake's ticks from the journal",
+        description="Apply journaled frames to the lake again, through the same path live "
+        "recording takes. Into the data directory it is idempotent and restores anything "
+        "missing; --into DIR builds a fresh lake there (e.g. after a decoder fix).",
+    )
+    add_options(replay, options["replay"], file_values)
+    replay.add_argument("--start", type=utc_time, help="first receive time (ISO-8601, UTC)")
+    replay.add_argument("--end", type=utc_time, help="receive time to stop before (ISO-8601)")
+    replay.add_argument("--into", type=Path, help="build the lake in this directory instead")
+    replay.set_defaults(handler=_replay)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="serve a simulated Yahoo streamer on 127.0.0.1 (offline demo, tests, benchmarks)",
+        description="Serve a faithful stand-in for wss://streamer.finance.yahoo.com: v1 at /, "
+        "v2 at /?version=2, seeded random walks per symbol, optional fault injection.",
+    )
+    add_arguments(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulator + recorder + features in a fresh data directory, offline",
+        description="Run the whole pipeline against the built-in simulator, printing each "
+        "window's features as it seals (the first within about 75 s).",
+    )
+    demo.add_argument("--minutes", type=int, default=2, help="sealed minutes to wait for")
+    demo.add_argument("--rate", type=float, default=2.0, help="simulated msg/s per symbol")
+    demo.add_argument("--data", type=Path, help="fresh data directory (default: a temporary one)")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
+def _config_path(argv: Sequence[str]) -> Path | None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    path: Path | None = known.config
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        file_values = load_file(_config_path(args))
+        parser = build_parser(file_values)
+    except ConfigError as exc:
+        print(f"ticklake: {exc}", file=sys.stderr)
+        return 2
+    ns = parser.parse_args(args)
     logging.basicConfig(
         level=ns.log_level,
         stream=sys.stderr,

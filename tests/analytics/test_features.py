@@ -1,0 +1,529 @@
+"""Window features against an independent DuckDB SQL computation over the same ticks, the
+volume rule on hand-made sessions, and the seed's six features on a hand-made window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from analytics.features import FEATURE_SCHEMA, FeatureInputError, compute_features
+from analytics.volume import ASSET_CLASSES, HOUR_MS
+from recorder.markets import asset_class, session_id
+
+TIME = pa.timestamp("ms", tz="UTC")
+MINUTE = 60_000
+
+# The reference: per-tick increments by window functions over the readings, the session
+# from DuckDB's own time zone arithmetic (not recorder.markets), first/last by
+# arg_min/arg_max over (time, seq). Inputs: `ticks` (lake columns) and `classes`
+# (ticker, asset class name).
+REFERENCE_SQL = """
+WITH t AS (
+    SELECT k.ticker, epoch_ms(k.time) AS ms, k.seq, k.price, k.day_volume, k.market_hours,
+        CASE WHEN c.cls = 'CRYPTOCURRENCY' THEN DATE '1970-01-01'
+            ELSE CAST(timezone('America/New_York', k.time)
+                + to_hours(CASE c.cls WHEN 'CURRENCY' THEN 7 WHEN 'FUTURE' THEN 6 ELSE -4 END)
+                AS DATE)
+        END AS session
+    FROM ticks AS k JOIN classes AS c USING (ticker)
+    WHERE k.time IS NOT NULL AND k.price IS NOT NULL
+), readings AS (
+    SELECT ticker, ms, seq,
+        CASE WHEN lag(session) OVER w = session
+            THEN greatest(day_volume - lag(day_volume) OVER w, 0) ELSE 0 END AS inc
+    FROM t WHERE day_volume IS NOT NULL
+    WINDOW w AS (PARTITION BY ticker ORDER BY ms, seq)
+), j AS (
+    SELECT t.*, r.inc, ms // 60000 * 60000 AS window_start,
+        CASE WHEN price > 0 THEN ln(price) END
+            - lag(CASE WHEN price > 0 THEN ln(price) END)
+                OVER (PARTITION BY t.ticker, ms // 60000 ORDER BY ms, t.seq) AS step
+    FROM t LEFT JOIN readings AS r USING (ticker, ms, seq)
+), w AS (
+    SELECT ticker, window_start,
+        arg_min(price, (ms, seq)) AS open, max(price) AS high, min(price) AS low,
+        arg_max(price, (ms, seq)) AS close,
+        CASE WHEN count(day_volume) > 0 THEN sum(inc) END AS volume,
+        sum(price::DOUBLE * inc) / nullif(sum(inc), 0) AS vwap,
+        count(*) AS tick_count, min(ms) AS first_time, max(ms) AS last_time,
+        avg(price::DOUBLE) AS mean_price, stddev_samp(price::DOUBLE) AS std_price,
+        CASE WHEN count(*) > 1 AND bool_and(price > 0) THEN sum(step * step) END
+            AS realized_variance,
+        arg_max(day_volume, (ms, seq)) FILTER (WHERE day_volume IS NOT NULL)
+            AS last_day_volume,
+        arg_max(market_hours, (ms, seq)) AS market_hours
+    FROM j GROUP BY ticker, window_start
+)
+SELECT *, window_start + 60000 AS window_end,
+    CASE WHEN open > 0 AND close > 0 THEN ln(close::DOUBLE / open::DOUBLE) END AS log_return
+FROM w ORDER BY ticker, window_start
+"""
+
+# The same computation written for speed (bench/features.py runs it): sessions looked up
+# once per (ticker, hour) instead of per tick, one window pass with IGNORE NULLS, no join
+# back. Proven equal below, so the benchmark compares like with like.
+FAST_SQL = """
+WITH hours AS (
+    SELECT DISTINCT ticker, epoch_ms(time) // 3600000 AS hour FROM ticks
+), sessions AS (
+    SELECT h.ticker, h.hour, CASE WHEN c.cls = 'CRYPTOCURRENCY' THEN DATE '1970-01-01'
+        ELSE CAST(timezone('America/New_York', to_timestamp(h.hour * 3600))
+            + to_hours(CASE c.cls WHEN 'CURRENCY' THEN 7 WHEN 'FUTURE' THEN 6 ELSE -4 END)
+            AS DATE) END AS session
+    FROM hours AS h JOIN classes AS c USING (ticker)
+), t AS (
+    SELECT k.ticker, epoch_ms(k.time) AS ms, k.seq, k.price, k.day_volume, k.market_hours,
+        CASE WHEN k.day_volume IS NOT NULL THEN s.session END AS reading_session
+    FROM ticks AS k JOIN sessions AS s
+        ON s.ticker = k.ticker AND s.hour = epoch_ms(k.time) // 3600000
+    WHERE k.price IS NOT NULL
+), l AS (
+    SELECT *, ms // 60000 * 60000 AS window_start,
+        CASE WHEN lag(reading_session IGNORE NULLS) OVER w = reading_session
+            THEN greatest(day_volume - lag(day_volume IGNORE NULLS) OVER w, 0) ELSE 0 END AS inc,
+        CASE WHEN lag(ms) OVER w // 60000 = ms // 60000
+            THEN ln(price::DOUBLE / lag(price) OVER w) END AS step
+    FROM t WINDOW w AS (PARTITION BY ticker ORDER BY ms, seq)
+), w AS (
+    SELECT ticker, window_start,
+        arg_min(price, (ms, seq)) AS open, max(price) AS high, min(price) AS low,
+        arg_max(price, (ms, seq)) AS close,
+        CASE WHEN count(day_volume) > 0 THEN sum(inc) END AS volume,
+        sum(price::DOUBLE * inc) / nullif(sum(inc), 0) AS vwap,
+        count(*) AS tick_count, min(ms) AS first_time, max(ms) AS last_time,
+        avg(price::DOUBLE) AS mean_price, stddev_samp(price::DOUBLE) AS std_price,
+        CASE WHEN count(*) > 1 AND bool_and(price > 0) THEN sum(step * step) END
+            AS realized_variance,
+        arg_max(day_volume, (ms, seq)) AS last_day_volume,
+        arg_max(market_hours, (ms, seq)) AS market_hours
+    FROM l GROUP BY ticker, window_start
+)
+SELECT *, window_start + 60000 AS window_end,
+    CASE WHEN open > 0 AND close > 0 THEN ln(close::DOUBLE / open::DOUBLE) END AS log_return
+FROM w ORDER BY ticker, window_start
+"""
+
+EXACT = ["ticker", "window_start", "window_end", "open", "high", "low", "close", "volume"]
+EXACT += ["tick_count", "first_time", "last_time", "last_day_volume", "market_hours"]
+RELATIVE = {"vwap": 1e-12, "mean_price": 1e-12, "std_price": 1e-9, "log_return": 1e-9}
+RELATIVE["realized_variance"] = 1e-9
+
+
+def reference_features(ticks: pa.Table, sql: str = REFERENCE_SQL) -> pa.Table:
+    """Run ``sql`` over ``ticks`` (and the asset class of each ticker) in DuckDB."""
+    tickers = pc.unique(ticks["ticker"]).to_pylist()
+    classes = pa.table({"ticker": tickers, "cls": [str(asset_class(t)) for t in tickers]})
+    con = duckdb.connect()
+    con.register("ticks", ticks)
+    con.register("classes", classes)
+    result: pa.Table = con.sql(sql).to_arrow_table()
+    con.close()
+    return result
+
+
+def as_columns(table: pa.Table) -> dict[str, list[object]]:
+    out = {}
+    for name in FEATURE_SCHEMA.names:
+        column = table[name]
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        out[name] = column.to_pylist()
+    return out
+
+
+def assert_same_features(ours: pa.Table, reference: pa.Table) -> None:
+    assert ours.schema == FEATURE_SCHEMA
+    a, b = as_columns(ours), as_columns(reference)
+    assert len(a["ticker"]) == len(b["ticker"]) > 0
+    for name in EXACT:
+        assert a[name] == b[name], name
+    for name, rel in RELATIVE.items():
+        for i, (x, y) in enumerate(zip(a[name], b[name], strict=True)):
+            assert (x is None) == (y is None), (name, i, x, y)
+            if x is not None:
+                assert isinstance(x, float) and isinstance(y, float)
+                assert math.isclose(x, y, rel_tol=rel, abs_tol=1e-300), (name, i, x, y)
+
+
+def utc_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+# 2024-04-16 is EDT (UTC-4): equities reset at 08:00 UTC, FX at 21:00, futures at 22:00,
+# crypto's (unused) day boundary is 00:00 UTC. Each span straddles one of them.
+SPANS = [("07:50", "08:10"), ("20:50", "21:10"), ("21:50", "22:10"), ("23:50", "24:10")]
+TICKERS = ["AMZN", "MSFT", "SPY", "BTC-USD", "EURUSD=X", "ES=F", "^GSPC"]
+MARKET_HOURS = ["PRE_MARKET", "REGULAR_MARKET", "POST_MARKET", "OVERNIGHT_MARKET"]
+
+
+def span_bounds() -> list[tuple[int, int]]:
+    day = utc_ms("2024-04-16T00:00:00")
+    out = []
+    for lo, hi in SPANS:
+        (h0, m0), (h1, m1) = (map(int, x.split(":")) for x in (lo, hi))
+        out.append((day + (h0 * 60 + m0) * MINUTE, day + (h1 * 60 + m1) * MINUTE))
+    return out
+
+
+def random_ticks(seed: int, per_ticker: int = 1500) -> pa.Table:
+    """Ticks of several asset classes around their session resets, rows shuffled, with ties
+    on time, arrival order unrelated to time, NULL volumes, corrections and rolling crypto."""
+    rng = np.random.default_rng(seed)
+    spans = span_bounds()
+    parts = []
+    for symbol in TICKERS:
+        n = per_ticker // 25 if symbol == "^GSPC" else per_ticker  # sparse: lone ticks
+        span = np.array(spans)[rng.integers(0, len(spans), n)]
+        seconds = rng.integers(0, (span[:, 1] - span[:, 0]) // 1000)
+        ms = np.where(rng.random(n) < 0.1, rng.integers(0, 1000, n), 0)
+        parts.append((symbol, span[:, 0] + seconds * 1000 + ms))
+    total = sum(len(t) for _, t in parts)
+    seq = rng.permutation(total) + 1000  # arrival order unrelated to event time
+    columns: dict[str, list[object]] = {k: [] for k in ("ticker", "time", "seq", "price")}
+    columns |= {"day_volume": [], "market_hours": []}
+    offset = 0
+    for symbol, times in parts:
+        s = seq[offset : offset + len(times)]
+        offset += len(times)
+        order = np.lexsort((s, times))
+        times, s = times[order], s[order]
+        price = (100 + np.cumsum(rng.normal(0, 0.05, len(times)))).astype(np.float32)
+        columns["ticker"] += [symbol] * len(times)
+        columns["time"] += times.tolist()
+        columns["seq"] += s.tolist()
+        columns["price"] += price.tolist()
+        columns["day_volume"] += day_volumes(rng, symbol, times)
+        columns["market_hours"] += rng.choice(MARKET_HOURS, len(times)).tolist()
+    table = pa.table(
+        {
+            "ticker": columns["ticker"],
+            "time": pa.array(columns["time"], TIME),
+            "seq": pa.array(columns["seq"], pa.int64()),
+            "price": pa.array(columns["price"], pa.float32()),
+            "day_volume": pa.array(columns["day_volume"], pa.int64()),
+            "market_hours": columns["market_hours"],
+        }
+    )
+    return table.take(pa.array(rng.permutation(table.num_rows)))
+
+
+def day_volumes(rng: np.random.Generator, symbol: str, times: np.ndarray) -> list[int | None]:
+    """Cumulative readings in (time, seq) order: resets at each session, corrections."""
+    cls = asset_class(symbol)
+    if cls == "CURRENCY":
+        return [None] * len(times)
+    out: list[int | None] = []
+    volume, session = 0, None
+    for t in times.tolist():
+        if cls == "CRYPTOCURRENCY":  # rolling 24 h: wanders up and down
+            volume = max(0, volume + int(rng.integers(-400, 500))) or 10**6
+        else:
+            s = session_id(symbol, t / 1000)
+            if s != session:  # a new session: half the time above the old total
+                volume = int(rng.integers(100, 5000)) + volume * int(rng.random() < 0.5)
+                session = s
+            elif rng.random() < 0.03:
+                volume = max(0, volume - int(rng.integers(1, 300)))  # a Yahoo correction
+            else:
+                volume += int(rng.integers(0, 500)) * int(rng.random() < 0.7)
+        out.append(None if rng.random() < (0.3 if cls == "INDEX" else 0.05) else volume)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_duckdb_sql_on_random_ticks(seed: int) -> None:
+    ticks = random_ticks(seed)
+    ours = compute_features(ticks)
+    assert_same_features(ours, reference_features(ticks))
+    counts = ours["tick_count"].to_numpy()
+    assert (counts == 1).any() and (counts > 1).any()  # single-tick windows are covered
+    assert ours["volume"].null_count > 0 and pc.min(ours["volume"]).as_py() == 0
+
+
+def test_fast_sql_of_the_benchmark_is_the_same_computation() -> None:
+    ticks = random_ticks(8)
+    assert_same_features(compute_features(ticks), reference_features(ticks, FAST_SQL))
+
+
+def test_input_order_does_not_matter() -> None:
+    ticks = random_ticks(3, per_ticker=400)
+    keys = [("ticker", "descending"), ("time", "ascending"), ("seq", "ascending")]
+    sorted_ticks = ticks.sort_by(keys)  # grouped by ticker: the no-sort path
+    ties_reversed = ticks.sort_by([*keys[:2], ("seq", "descending")])  # grouped, not sorted
+    reversed_rows = ticks.take(pa.array(np.arange(ticks.num_rows)[::-1]))
+    dictionary = sorted_ticks.set_column(0, "ticker", pc.dictionary_encode(sorted_ticks[0]))
+    chunks = pa.concat_tables([sorted_ticks.slice(0, 999), sorted_ticks.slice(999)])
+    offset = pa.concat_tables([ticks.slice(0, 1), ticks]).slice(1)  # buffers at an offset
+    expected = compute_features(ticks)
+    for variant in (sorted_ticks, ties_reversed, reversed_rows, dictionary, chunks, offset):
+        assert compute_features(variant).equals(expected)
+
+
+def last_before(ticks: pa.Table, cut_ms: int, readings_only: bool) -> pa.Table:
+    """Per ticker, the last tick (or reading) before ``cut_ms`` by (time, seq)."""
+    earlier = ticks.filter(pc.less(ticks["time"].cast(pa.int64()), cut_ms))
+    if readings_only:
+        earlier = earlier.filter(pc.is_valid(earlier["day_volume"]))
+    keys = [("ticker", "ascending"), ("time", "descending"), ("seq", "descending")]
+    earlier = earlier.sort_by(keys)
+    tickers = earlier["ticker"].to_pylist()
+    firsts = [i for i, t in enumerate(tickers) if i == 0 or t != tickers[i - 1]]
+    return earlier.take(pa.array(firsts, pa.int64()))
+
+
+def test_requested_windows_with_lookback_match_the_full_computation() -> None:
+    ticks = random_ticks(4)
+    lo, hi = utc_ms("2024-04-16T08:05:00"), utc_ms("2024-04-16T23:55:00")
+    reference = reference_features(ticks)
+    starts = reference["window_start"].to_numpy()
+    expected = reference.filter(pa.array((starts >= lo) & (starts < hi)))
+    ms = ticks["time"].cast(pa.int64())
+    inside = ticks.filter(pc.and_(pc.greater_equal(ms, lo), pc.less(ms, hi)))
+    wanted = expected.select(["ticker", "window_start"])
+    # the lookback as earlier ticks in `ticks` (their windows not requested) ...
+    assert_same_features(compute_features(ticks, wanted), expected)
+    # ... as every earlier tick in `previous`, or only the last reading per ticker
+    earlier = ticks.filter(pc.less(ms, lo))
+    assert_same_features(compute_features(inside, previous=earlier), expected)
+    last = last_before(ticks, lo, readings_only=True)
+    assert last.num_rows == len(TICKERS) - 1  # FX has no reading
+    assert_same_features(compute_features(inside, wanted, previous=last), expected)
+    # without the lookback the first window only counts volume after its first tick
+    alone = compute_features(inside)["volume"].to_pylist()
+    full = expected["volume"].to_pylist()
+    assert all(a is None or a <= f for a, f in zip(alone, full, strict=True)) and alone != full
+
+
+def test_only_requested_windows_get_rows_once() -> None:
+    ticks = random_ticks(5, per_ticker=200)
+    everything = compute_features(ticks)
+    row = everything.slice(3, 1).select(["ticker", "window_start"])
+    missing = pa.table(
+        {"ticker": ["AMZN", "NOPE"], "window_start": pa.array([0, utc_ms("2024-04-16T08:00")])}
+    )
+    wanted = pa.concat_tables([row, row, missing.cast(row.schema)])
+    assert compute_features(ticks, wanted).equals(everything.slice(3, 1))
+    as_ms = row.set_column(1, "window_start", row["window_start"].cast(pa.int64()))
+    assert compute_features(ticks, as_ms).equals(everything.slice(3, 1))
+
+
+def ticks_of(rows: Sequence[tuple[str, str, int, float, int | None]]) -> pa.Table:
+    """Ticks from (ticker, UTC ISO time, seq, price, day_volume)."""
+    ticker, when, seq, price, volume = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "ticker": list(ticker),
+            "time": pa.array([utc_ms(w) for w in when], TIME),
+            "seq": pa.array(seq, pa.int64()),
+            "price": pa.array(price, pa.float32()),
+            "day_volume": pa.array(volume, pa.int64()),
+            "market_hours": ["REGULAR_MARKET"] * len(rows),
+        }
+    )
+
+
+def by_window(table: pa.Table) -> dict[tuple[str, str], dict[str, object]]:
+    rows = table.to_pylist()
+    return {(r["ticker"], r["window_start"].strftime("%H:%M")): r for r in rows}
+
+
+def test_volume_across_the_equity_session_reset_and_a_correction() -> None:
+    # 04:00 New York is 08:00 UTC on 2024-04-16; a minute window can never straddle it.
+    ticks = ticks_of(
+        [
+            ("AMZN", "2024-04-16T07:59:30", 1, 100.0, 9_000),  # old session, first reading
+            ("AMZN", "2024-04-16T08:00:05", 2, 101.0, 12_000),  # new session, above the old
+            ("AMZN", "2024-04-16T08:00:30", 3, 102.0, 12_500),
+            ("AMZN", "2024-04-16T08:01:10", 4, 103.0, 12_400),  # a correction: a reset
+            ("AMZN", "2024-04-16T08:01:20", 5, 104.0, 12_900),
+        ]
+    )
+    rows = by_window(compute_features(ticks))
+    assert rows["AMZN", "07:59"]["volume"] == 0 and rows["AMZN", "07:59"]["vwap"] is None
+    assert rows["AMZN", "08:00"]["volume"] == 500  # counted from the session's first tick
+    assert rows["AMZN", "08:00"]["vwap"] == 102.0
+    assert rows["AMZN", "08:01"]["volume"] == 500  # 12_400 contributes 0, then +500
+    assert rows["AMZN", "08:01"]["last_day_volume"] == 12_900
+
+
+def test_crypto_rolling_volume_never_goes_negative_and_fx_has_none() -> None:
+    ticks = ticks_of(
+        [
+            ("BTC-USD", "2024-04-16T23:59:50", 1, 60_000.0, 1_000),
+            ("BTC-USD", "2024-04-17T00:00:10", 2, 60_010.0, 900),  # rolling figure drops
+            ("BTC-USD", "2024-04-17T00:00:20", 3, 60_020.0, 950),
+            ("BTC-USD", "2024-04-17T00:00:30", 4, 60_030.0, 800),
+            ("BTC-USD", "2024-04-17T00:01:30", 5, 60_040.0, 700),
+            ("EURUSD=X", "2024-04-17T00:00:30", 6, 1.0625, None),
+        ]
+    )
+    rows = by_window(compute_features(ticks))
+    assert rows["BTC-USD", "00:00"]["volume"] == 50  # only the rise 900 -> 950 counts
+    assert rows["BTC-USD", "00:00"]["vwap"] == pytest.approx(60_020.0)
+    assert rows["BTC-USD", "00:01"]["volume"] == 0 and rows["BTC-USD", "00:01"]["vwap"] is None
+    fx = rows["EURUSD=X", "00:00"]
+    assert fx["volume"] is None and fx["vwap"] is None and fx["last_day_volume"] is None
+
+
+def test_previous_reading_links_only_its_own_tickers_first_reading() -> None:
+    previous = ticks_of([("AAA", "2024-04-16T14:19:00", 1, 10.0, 100)])
+    ticks = ticks_of(
+        [
+            ("AAA", "2024-04-16T14:20:01", 2, 10.0, None),  # AAA has no reading here
+            ("BBB", "2024-04-16T14:20:02", 3, 20.0, 500),
+            ("BBB", "2024-04-16T14:20:03", 4, 20.0, 600),
+        ]
+    )
+    rows = by_window(compute_features(ticks, previous=previous))
+    assert rows["AAA", "14:20"]["volume"] is None
+    assert rows["BBB", "14:20"]["volume"] == 100  # not 600 - 100 from AAA's reading
+
+
+def test_values_hidden_under_null_day_volume_are_ignored() -> None:
+    ticks = ticks_of(
+        [
+            ("AAA", "2024-04-16T14:20:01", 1, 10.0, 100),
+            ("AAA", "2024-04-16T14:20:02", 2, 11.0, None),
+            ("AAA", "2024-04-16T14:20:03", 3, 12.0, 150),
+            ("AAA", "2024-04-16T14:21:01", 4, 13.0, None),
+        ]
+    )
+    clean = ticks["day_volume"].combine_chunks()
+    garbage = np.array([100, 10**9, 150, 10**12], np.int64)  # what NULL slots may hold
+    dirty = pa.Array.from_buffers(
+        pa.int64(), 4, [clean.buffers()[0], pa.py_buffer(garbage.tobytes())], clean.null_count
+    )
+    assert dirty.to_pylist() == clean.to_pylist()
+    result = compute_features(ticks.set_column(4, "day_volume", dirty))
+    assert result.equals(compute_features(ticks))
+    assert result["volume"].to_pylist() == [50, None]
+
+
+def test_undefined_features_are_null_never_nan() -> None:
+    ticks = ticks_of(
+        [
+            ("AAA", "2024-04-16T14:20:01", 1, 0.0, None),  # open of 0
+            ("AAA", "2024-04-16T14:20:02", 2, 5.0, None),
+            ("BBB", "2024-04-16T14:20:01", 3, -1.0, None),  # negative prices
+            ("BBB", "2024-04-16T14:20:02", 4, -2.0, None),
+            ("CCC", "2024-04-16T14:20:01", 5, 7.0, 10),  # one tick
+        ]
+    )
+    table = compute_features(ticks)
+    rows = by_window(table)
+    for name in ("AAA", "BBB"):
+        assert rows[name, "14:20"]["log_return"] is None
+        assert rows[name, "14:20"]["realized_variance"] is None
+        assert rows[name, "14:20"]["std_price"] is not None
+    single = rows["CCC", "14:20"]
+    assert single["std_price"] is None and single["realized_variance"] is None
+    assert single["log_return"] == 0.0 and single["volume"] == 0 and single["vwap"] is None
+    for field in FEATURE_SCHEMA:
+        if pa.types.is_floating(field.type):
+            assert not pc.any(pc.is_nan(table[field.name])).as_py(), field.name
+
+
+def seed_fold(rows: list[tuple[float, float, float]]) -> np.ndarray:
+    """The seed's accumulator: every tick inserted at the top of a (n, 3) array."""
+    array = np.empty((0, 3))
+    for row in rows:
+        array = np.insert(array, 0, np.array(row), 0)
+    return array
+
+
+def seed_calculate_features(win_data: np.ndarray) -> dict[str, float]:
+    """The seed's six (its dict survived only as the volume line; the rest is read from its
+    printed output: row 0 is the newest tick, row -1 the oldest)."""
+    return {
+        "time": win_data[:, 0][0],
+        "min": np.amin(win_data[:, 1]),
+        "max": np.amax(win_data[:, 1]),
+        "first_price": win_data[:, 1][-1],
+        "last_price": win_data[:, 1][0],
+        "volume": win_data[:, 2][0] - win_data[:, 2][-1],
+    }
+
+
+def test_seed_features_reproduced_and_its_volume_misses_trades_between_windows() -> None:
+    rows = [
+        ("AMZN", "2024-04-16T14:19:58", 1, 184.60, 7_140_000),  # the window before
+        ("AMZN", "2024-04-16T14:20:00", 2, 184.61, 7_150_000),
+        ("AMZN", "2024-04-16T14:20:05", 3, 184.62, 7_170_000),
+        ("AMZN", "2024-04-16T14:20:12", 4, 184.38, 7_190_000),
+        ("AMZN", "2024-04-16T14:20:19", 5, 184.3899, 7_206_134),
+    ]
+    ticks = ticks_of(rows)
+    in_window = [(float(utc_ms(w)), float(np.float32(p)), float(v)) for _, w, _, p, v in rows]
+    seed = seed_calculate_features(seed_fold(in_window[1:]))
+    # exactly the seed article's printed AMZN line
+    assert seed == {
+        "time": 1713277219000.0,
+        "min": 184.3800048828125,
+        "max": 184.6199951171875,
+        "first_price": 184.61000061035156,
+        "last_price": 184.389892578125,
+        "volume": 56134.0,
+    }
+    ours = by_window(compute_features(ticks))["AMZN", "14:20"]
+    last_time = ours["last_time"]
+    assert isinstance(last_time, datetime) and last_time.timestamp() * 1000 == seed["time"]
+    assert (ours["low"], ours["high"]) == (seed["min"], seed["max"])
+    assert (ours["open"], ours["close"]) == (seed["first_price"], seed["last_price"])
+    # the 10,000 shares traded between 14:19:58 and 14:20:00 belong to this window
+    assert ours["volume"] == 66_134 and seed["volume"] == 56_134
+
+
+def test_id_column_stands_in_for_ticker_and_empty_input_gives_no_rows() -> None:
+    ticks = random_ticks(6, per_ticker=100)
+    renamed = ticks.rename_columns(["id" if n == "ticker" else n for n in ticks.column_names])
+    assert compute_features(renamed).equals(compute_features(ticks))
+    empty = compute_features(ticks.slice(0, 0))
+    assert empty.num_rows == 0 and empty.schema == FEATURE_SCHEMA
+
+
+def test_rows_without_time_or_price_or_with_a_nan_price_are_ignored() -> None:
+    ticks = ticks_of([("AMZN", "2024-04-16T14:20:01", 1, 10.0, 5)])
+    holes = pa.table(
+        {
+            "ticker": ["AMZN", "AMZN", "AMZN"],
+            "time": pa.array(
+                [None, utc_ms("2024-04-16T14:20:02"), utc_ms("2024-04-16T14:20:03")], TIME
+            ),
+            "seq": pa.array([2, 3, 4], pa.int64()),
+            "price": pa.array([11.0, None, float("nan")], pa.float32()),
+            "day_volume": pa.array([7, 9, 11], pa.int64()),
+            "market_hours": ["REGULAR_MARKET"] * 3,
+        }
+    )
+    row = compute_features(pa.concat_tables([ticks, holes])).to_pylist()
+    assert [(r["tick_count"], r["close"], r["volume"]) for r in row] == [(1, 10.0, 0)]
+
+
+def test_unusable_input_raises_an_actionable_error() -> None:
+    ticks = ticks_of([("AMZN", "2024-04-16T14:20:01", 5, 10.0, 5)])
+    with pytest.raises(FeatureInputError, match="price"):
+        compute_features(ticks.drop_columns(["price"]))
+    odd = pa.table({"ticker": ["AMZN"], "window_start": [utc_ms("2024-04-16T14:20:30")]})
+    with pytest.raises(FeatureInputError, match="aligned to a minute"):
+        compute_features(ticks, odd)
+    later = ticks_of([("AMZN", "2024-04-16T14:20:01", 6, 10.0, 4)])  # same time, later seq
+    with pytest.raises(FeatureInputError, match="not earlier"):
+        compute_features(ticks, previous=later)
+
+
+def test_sessions_are_constant_within_each_utc_hour() -> None:
+    """analytics.volume computes sessions once per (class, UTC hour); check the premise
+    over two years, both DST switches included."""
+    rng = np.random.default_rng(7)
+    start = utc_ms("2023-01-01T00:00:00")
+    for t in rng.integers(start, start + 2 * 365 * 86_400_000, 3000).tolist():
+        hour = t // HOUR_MS * HOUR_MS
+        for cls in ASSET_CLASSES:
+            assert session_id(cls, t / 1000) == session_id(cls, hour / 1000), (cls, t)
