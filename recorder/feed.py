@@ -21,7 +21,7 @@ Invariants:
   least one of its symbols' markets was open (``recorder.markets.is_open``); time spent with
   every market of the group closed does not count as silence;
 - every session is recorded in the :class:`~recorder.sessions.SessionLog` (start, then end
-  with its reason); a failure to write it is logged and does not stop recording;
+  with its reason; a failed write is logged there and does not stop recording);
 - an exception raised by ``on_frames`` ends its session with ``error: ...``, stops the whole
   feed and is re-raised by :meth:`Feed.run`.
 
@@ -48,14 +48,14 @@ from websockets.uri import parse_uri
 
 from recorder.backoff import Backoff
 from recorder.markets import AssetClass, asset_class, is_open
-from recorder.sessions import SessionLog, SessionLogError
+from recorder.sessions import SessionLog
 from ticklake.clock import Clock
 
 __all__ = ["DEFAULT_URL", "ConnectionState", "ConnectionStatus", "Feed", "FeedConfig", "FeedError"]
 
 log = logging.getLogger(__name__)
 DEFAULT_URL: Final = "wss://streamer.finance.yahoo.com/?version=2"
-CLOSE_TIMEOUT: Final = 2.0  # seconds a close handshake may take; a stop must end within 5 s
+CLOSE_TIMEOUT: Final = 2.0  # seconds a closing handshake may take; a stop must end within 5 s
 MAX_QUEUE: Final = 1024  # messages websockets buffers before it stops reading the socket
 
 OnFrames = Callable[[list[str | bytes], int, int], None]
@@ -153,7 +153,11 @@ class Feed:
         return sum(c.reconnects for c in self.connections)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to close every socket (code 1000) and return; safe to call twice."""
+        """Ask :meth:`run` to close every socket (code 1000) and return; safe to call twice.
+
+        Frames that arrive while the sockets close are still handed to ``on_frames``, until
+        :meth:`run` returns (within about 4 s).
+        """
         self._stop.set()
 
     async def run(self) -> None:
@@ -204,7 +208,7 @@ class Feed:
             return False
         started = self.clock.now()
         received_before = status.frames_received
-        session = self._log_start(status, started)
+        session = self.sessions.start(status.id, self.config.url, status.symbols, started)
         status.state, status.session, status.last_frame_at = ConnectionState.OPEN, session, None
         url, count = self.config.url, len(status.symbols)
         log.info(
@@ -219,8 +223,8 @@ class Feed:
         finally:  # also when cancelled by stop()
             keeper.cancel()
             try:  # the receiver hands over what is still buffered, then sees the close
-                await ws.close()
-                await asyncio.wait([receiver], timeout=CLOSE_TIMEOUT)
+                await _close(ws)
+                await asyncio.wait([receiver], timeout=1.0)
             finally:
                 receiver.cancel()
                 await asyncio.gather(receiver, keeper, return_exceptions=True)
@@ -228,7 +232,7 @@ class Feed:
                 if failure is not None:
                     reason = f"error: {type(failure).__name__}: {failure}"
                 ended = self.clock.now()
-                self._log_end(session, ended, reason)
+                self.sessions.end(session, ended, reason)
                 log.info(
                     "event=disconnect conn=%d reason=%r session=%s", status.id, reason, session
                 )
@@ -280,21 +284,6 @@ class Feed:
                 log.warning("event=stale conn=%d silent_for=%.1f", status.id, silent_for)
                 return f"stale: no data for {round(silent_for, 1):g} s"
 
-    def _log_start(self, status: ConnectionStatus, at: float) -> int | None:
-        try:
-            return self.sessions.start(status.id, self.config.url, status.symbols, at)
-        except SessionLogError as exc:
-            log.error("event=session_log_failed conn=%d error=%r", status.id, str(exc))
-            return None
-
-    def _log_end(self, session: int | None, at: float, reason: str) -> None:
-        if session is None:
-            return
-        try:
-            self.sessions.end(session, at, reason)
-        except SessionLogError as exc:
-            log.error("event=session_log_failed session=%d error=%r", session, str(exc))
-
 
 def _failure(*tasks: asyncio.Task[Any]) -> Exception | None:
     """The first error (not a closed connection, not a cancellation) among finished tasks."""
@@ -315,6 +304,15 @@ def _end_reason(receiver: asyncio.Task[None], keeper: asyncio.Task[str]) -> str:
         return keeper.result()
     closed = [t.exception() for t in (receiver, keeper) if t.done() and not t.cancelled()]
     return f"dropped: {closed[0]}" if closed else "stopped"
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close with code 1000 within ``CLOSE_TIMEOUT`` (+ 1 s), even if the peer stopped
+    reading (websockets bounds the handshake, not the flush before it)."""
+    try:
+        await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT + 1.0)
+    except TimeoutError:
+        ws.transport.abort()
 
 
 def _frame_queue(ws: ClientConnection) -> Sized | None:

@@ -9,6 +9,8 @@ and the seal watermark is advanced and published.
 Invariants:
 - nothing reaches the lake before it is fsynced in the journal, so a seq seen in the lake is
   never reused after a crash;
+- a frame the journal rejects (a full disk) is dropped, counted and logged once per outage,
+  and recording goes on: the journal resumes by itself once space returns;
 - the receive path never waits on Parquet: a slow disk grows the backlog; past
   ``max_backlog`` frames the backlog is dropped from memory and the next cycle reads those
   frames back from the journal (logged as ``event=backlog_overflow``); memory stays bounded;
@@ -30,7 +32,7 @@ import numpy as np
 
 from recorder.feed import DEFAULT_URL, Feed, FeedConfig
 from recorder.ingest import Ingest, IngestStats
-from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError
+from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
 from recorder.lake import LakeError, clean_temporaries
 from recorder.quarantine import Quarantine
 from recorder.seal import MINUTE_MS, load_seal, save_seal, watermark_at
@@ -93,6 +95,7 @@ class Recorder:
         self.sessions = SessionLog(data / SESSIONS_FILE)
         self.feed = Feed(config.feed, config.tickers, self._on_frames, self.clock, self.sessions)
         self.stats = IngestStats()
+        self.frames_dropped = 0  # frames the journal rejected (disk full) since it last wrote
         self._backlog = _Backlog()
         self._catching_up = True  # start by replaying what the lake has not applied yet
         self._stop = asyncio.Event()
@@ -101,7 +104,19 @@ class Recorder:
     # -- the receive path: journal first, then the in-memory backlog ------------------------
     def _on_frames(self, frames: list[str | bytes], received_at_us: int, connection: int) -> None:
         texts = [f if isinstance(f, str) else f.decode("utf-8", "replace") for f in frames]
-        seqs = self.journal.append_many(texts, received_at_us)
+        try:
+            seqs = self.journal.append_many(texts, received_at_us)
+        except JournalWriteError as exc:
+            if not isinstance(exc.__cause__, OSError):
+                raise  # the journal stopped (a failed fsync): only a restart reopens it
+            if not self.frames_dropped:
+                log.error("event=journal_write_failed action=drop_frames reason=%s", exc)
+            self.frames_dropped += len(texts)  # rejected by the journal: it resumes by itself
+            return
+        if self.frames_dropped and self.journal.written_seq >= seqs.start - 1:
+            # The disk took writes again (a batch that fits the group buffer proves nothing).
+            log.warning("event=journal_write_resumed frames_dropped=%d", self.frames_dropped)
+            self.frames_dropped = 0
         if self._catching_up:
             return
         backlog = self._backlog

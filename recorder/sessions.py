@@ -13,7 +13,9 @@ Invariants:
 - ``session`` numbers are unique in the file and increase with each start, across restarts
   of the recorder (a new :class:`SessionLog` continues after the highest number it finds);
   ``connection`` is the connection's index within one recorder process;
-- every line is flushed and fsynced before the call returns (sessions are rare);
+- every line is flushed and fsynced before the call returns (sessions are rare); a line
+  that cannot be written is logged (``event=session_log_failed``) and counted in
+  ``write_errors``, never raised: coverage bookkeeping must not stop the recording;
 - a line torn by a crash is skipped when reading (and a newline is added before the next
   line is appended); a session whose end line never made it has ``end=None``;
 - within one recorder a symbol is carried by one connection at a time, so the sessions
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class SessionLogError(OSError):
-    """The session log cannot be written; the message names the file and the OS error."""
+    """The session log cannot be opened; the message names the file and the OS error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +61,11 @@ class SessionLog:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        existing = read_sessions(self.path)
-        self._next = max((s.session for s in existing), default=0) + 1
         self._open: dict[int, Session] = {}
+        self.write_errors = 0
         try:
+            existing = read_sessions(self.path)
+            self._next = max((s.session for s in existing), default=0) + 1
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
             self._file: IO[str] = self.path.open("a", encoding="utf-8")
@@ -103,8 +106,9 @@ class SessionLog:
             self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
-        except OSError as exc:
-            raise SessionLogError(f"cannot write session log {self.path}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: the file was closed
+            self.write_errors += 1
+            log.error("event=session_log_failed path=%s error=%r", self.path, str(exc))
 
 
 def read_sessions(path: Path | str) -> list[Session]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.sessions import Session, SessionLog, gaps, read_sessions
+from recorder.sessions import Session, SessionLog, SessionLogError, gaps, read_sessions
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -131,3 +131,20 @@ def test_gaps_from_a_log_on_disk(tmp_path: Path) -> None:
         (960.0, 1000.0),
         (1030.0, 1032.5),
     ]
+
+
+def test_a_failed_write_is_counted_and_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = SessionLog(tmp_path / "sessions.jsonl")
+    log.close()  # every further write fails
+    number = log.start(1, "u", ["A"], 1.0)
+    log.end(number, 2.0, "stopped")
+    assert log.write_errors == 2
+    assert "event=session_log_failed" in caplog.text
+
+
+def test_an_unopenable_log_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SessionLogError, match="cannot open session log"):
+        SessionLog(tmp_path / "file" / "sessions.jsonl")

@@ -1,0 +1,216 @@
+"""Helpers for recorder tests against the real simulator: run, then compare lake and journal.
+
+``record(...)`` runs a real :class:`~recorder.recorder.Recorder` (SystemClock, real files)
+against a real :class:`~ticklake.simulator.Simulator` on 127.0.0.1 in its own thread, stops
+the simulator first (its close frame follows every frame it sent, so a graceful run loses
+nothing) and then the recorder.
+
+``expected_lake(data)`` is what the lake must hold, computed without the lake's code: every
+journaled frame decoded, ticks with a storable symbol, and of each set of identical tick
+contents the row with the lowest seq (DuckDB's GROUP BY does the grouping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recorder.decode import decode_batch
+from recorder.feed import ConnectionState, FeedConfig
+from recorder.journal import Journal
+from recorder.layout import PART_NAME, TICKS_DIR
+from recorder.recorder import Recorder, RecorderConfig
+from recorder.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
+from recorder.symbols import valid_symbol_mask
+from ticklake.clock import Clock
+from ticklake.simulator import Simulator, SimulatorConfig
+
+WEDNESDAY_15_UTC = dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp()
+"""11:00 in New York on a Wednesday: equities, indices, FX, futures and crypto all stream."""
+
+CRYPTO = ("BTC-USD", "ETH-USD", "SOL-USD")
+
+Probe = Callable[[Recorder, Simulator], Coroutine[Any, Any, None]]
+
+
+def recorder_config(data: Path, tickers: tuple[str, ...], **changes: Any) -> RecorderConfig:
+    """Short intervals for tests; ``feed_*`` keys go to the FeedConfig."""
+    feed_changes = {k.removeprefix("feed_"): v for k, v in changes.items() if k.startswith("feed_")}
+    rest = {k: v for k, v in changes.items() if not k.startswith("feed_")}
+    feed = FeedConfig(url="ws://127.0.0.1:9/", backoff_base=0.05, backoff_cap=0.2, **feed_changes)
+    base = RecorderConfig(data=data, tickers=tickers, flush_interval=0.2, lateness=1.0, feed=feed)
+    return replace(base, **rest)
+
+
+TICK_COLUMNS = ", ".join(f'"{name}"' for name in TICK_SCHEMA.names)
+
+
+def sql(query: str, **tables: pa.Table) -> list[tuple[Any, ...]]:
+    """Rows of a DuckDB query over the given Arrow tables (by name) and the lake's files."""
+    with duckdb.connect() as con:
+        for name, table in tables.items():
+            con.register(name, table)
+        return con.execute(query).fetchall()
+
+
+@dataclass
+class Recorded:
+    recorder: Recorder
+    frames_sent: int
+
+
+async def record_async(
+    config: RecorderConfig,
+    sim_config: SimulatorConfig,
+    seconds: float,
+    *,
+    sim_clock: Clock | None = None,
+    probe: Probe | None = None,
+) -> Recorded:
+    """Record ``seconds`` from a fresh simulator, then stop; ``probe`` runs meanwhile."""
+    with contextlib.ExitStack() as stack:
+        sim = stack.enter_context(Simulator.in_thread(sim_config, sim_clock))
+        feed = replace(config.feed, url=sim.url)
+        recorder = Recorder(replace(config, url=sim.url, feed=feed))
+        task = asyncio.create_task(recorder.run())
+        watcher = asyncio.create_task(probe(recorder, sim)) if probe else None
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await asyncio.to_thread(stack.pop_all().close)  # the simulator closes its sockets
+        sent = sim.frames_sent
+    # Every session ends on the simulator's close frame, after the frames sent before it.
+    for _ in range(200):
+        if all(c.state is not ConnectionState.OPEN for c in recorder.feed.connections):
+            break
+        await asyncio.sleep(0.02)
+    recorder.stop()
+    await asyncio.wait_for(task, 10)
+    if watcher is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher  # re-raises a failed probe's exception
+    return Recorded(recorder, sent)
+
+
+def record(
+    config: RecorderConfig,
+    sim_config: SimulatorConfig,
+    seconds: float,
+    *,
+    sim_clock: Clock | None = None,
+    probe: Probe | None = None,
+) -> Recorded:
+    return asyncio.run(record_async(config, sim_config, seconds, sim_clock=sim_clock, probe=probe))
+
+
+@dataclass
+class Journaled:
+    seqs: list[int]
+    frames: list[str]
+    received_us: list[int]
+
+
+def read_journal(data: Path) -> Journaled:
+    out = Journaled([], [], [])
+    with Journal.open_reader(data / "journal") as journal:
+        for batch in journal.iter_records():
+            out.seqs += [r.seq for r in batch]
+            out.frames += [r.frame for r in batch]
+            out.received_us += [r.received_at_us for r in batch]
+    return out
+
+
+def sent_frames(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def lake_files(data: Path) -> dict[str, Path]:
+    """Every minute file, keyed by its path relative to ``data``."""
+    files = {}
+    for folder, _dirs, names in os.walk(data / TICKS_DIR):
+        if PART_NAME in names:
+            path = Path(folder, PART_NAME)
+            files[str(path.relative_to(data))] = path
+    return files
+
+
+def lake_table(data: Path) -> pa.Table:
+    """The whole lake in LAKE_SCHEMA, sorted by seq (read file by file, no partition columns)."""
+    parts = [pq.read_table(path) for path in lake_files(data).values()]
+    table = pa.concat_tables(parts) if parts else LAKE_SCHEMA.empty_table()
+    assert table.schema.equals(LAKE_SCHEMA)
+    return table.sort_by("seq")
+
+
+def journal_ticks(data: Path) -> pa.Table:
+    """Every tick decodable from the journal with its seq and receive time, in LAKE_SCHEMA."""
+    journal = read_journal(data)
+    batch = decode_batch(journal.frames)
+    rows = batch.frame_index
+    seqs = np.asarray(journal.seqs, dtype=np.int64)[rows]
+    received = np.asarray(journal.received_us, dtype=np.int64)[rows]
+    table = batch.ticks.append_column(
+        "received_at", pa.array(received, type=pa.int64()).cast(RECEIVED_TYPE)
+    ).append_column("seq", pa.array(seqs, type=pa.int64()))
+    return table.cast(LAKE_SCHEMA)
+
+
+def expected_lake(data: Path) -> pa.Table:
+    """What the lake must hold after applying the whole journal, sorted by seq."""
+    ticks = journal_ticks(data)
+    ticks = ticks.filter(pc.and_(valid_symbol_mask(ticks["id"]), pc.is_valid(ticks["time"])))
+    lowest = sql(f"SELECT min(seq) FROM ticks GROUP BY {TICK_COLUMNS}", ticks=ticks)
+    keep = pc.is_in(ticks["seq"], value_set=pa.array([seq for (seq,) in lowest], pa.int64()))
+    return ticks.filter(keep).sort_by("seq")
+
+
+def assert_lake_is_journal(data: Path) -> pa.Table:
+    """The lake holds exactly one row per distinct journaled tick, identical in every column."""
+    lake, expected = lake_table(data), expected_lake(data)
+    seqs = lake["seq"].to_pylist()
+    assert len(seqs) == len(set(seqs)), "a journal seq is stored twice"
+    missing = set(expected["seq"].to_pylist()) - set(seqs)
+    extra = set(seqs) - set(expected["seq"].to_pylist())
+    assert not missing and not extra, (
+        f"missing seqs {sorted(missing)[:10]}, extra {sorted(extra)[:10]}"
+    )
+    assert lake.equals(expected), "lake rows differ from the journal's frames"
+    return lake
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under ``root`` (files and folders), relative to it."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.add(str(Path(folder, name).relative_to(root)))
+    return found
+
+
+def read_seal(data: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((data / "state" / "seal.json").read_text())
+    return result
+
+
+def read_quarantine(data: Path) -> list[dict[str, Any]]:
+    path = data / "quarantine.jsonl"
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
