@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.feed import DEFAULT_URL, Feed, FeedConfig
+from recorder.feed import Feed, FeedConfig
 from recorder.ingest import Ingest, IngestStats
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
 from recorder.lake import LakeError, clean_temporaries
@@ -49,7 +49,6 @@ SESSIONS_FILE = Path("state") / "sessions.jsonl"
 class RecorderConfig:
     data: Path
     tickers: tuple[str, ...]
-    url: str = DEFAULT_URL
     fsync: FsyncPolicy = FsyncPolicy.GROUP
     group_commit_ms: int = 200
     flush_interval: float = 5.0

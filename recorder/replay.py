@@ -34,14 +34,14 @@ def replay(
     into: Path | None = None,
 ) -> IngestStats:
     target = into or data
-    target.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(target)
-    seal = load_seal(target)
-    applied = seal.applied_seq
-    quarantine = Quarantine(target)
-    ingest = Ingest(target, seal, quarantine)
     stats = IngestStats()
     with Journal.open(data / "journal") as journal:  # the lock: no recorder beside us
+        target.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(target)
+        seal = load_seal(target)
+        applied = seal.applied_seq
+        quarantine = Quarantine(target)
+        ingest = Ingest(target, seal, quarantine)
         if start_us is None and end_us is None:
             batches = journal.iter_records()
         else:
@@ -49,8 +49,8 @@ def replay(
         for records in batches:
             stats.add(ingest.apply_records(records, now_ms))
             log.info("event=replay_progress applied_seq=%d", records[-1].seq)
-    quarantine.close()
-    if start_us is not None or end_us is not None:
-        seal.applied_seq = applied  # a partial replay must not skip frames after its range
-    save_seal(target, seal)
+        quarantine.close()
+        if start_us is not None or end_us is not None:
+            seal.applied_seq = applied  # a partial replay must not skip frames after its range
+        save_seal(target, seal)
     return stats

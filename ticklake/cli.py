@@ -105,9 +105,15 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     )
     add_options(parser, [LOG_LEVEL], file_values)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --config is read before parsing (it decides the defaults); each command accepts it too.
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument(
+        "--config", type=Path, metavar="FILE", help="settings file (default: ./ticklake.toml)"
+    )
 
     decode = sub.add_parser(
         "decode",
+        parents=[config_flag],
         help="decode captured frames (v1 or v2, one per line) into JSON lines",
         description="Decode captured frames (v1 base64 or v2 JSON, one per line) from files "
         "or stdin into one JSON object per tick; bad lines become {'line', 'error'} objects.",
@@ -117,6 +123,7 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
 
     record = sub.add_parser(
         "record",
+        parents=[config_flag],
         help="record the live stream into the journal and the Parquet lake",
         description="Connect to Yahoo's streamer (or --url), journal every frame, keep the "
         "Parquet lake current and publish the seal watermark. SIGINT/SIGTERM stop it cleanly.",
@@ -126,6 +133,7 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
 
     replay = sub.add_parser(
         "replay",
+        parents=[config_flag],
         help="rebuild the lake's ticks from the journal",
         description="Apply journaled frames to the lake again, through the same path live "
         "recording takes. Into the data directory it is idempotent and restores anything "
@@ -139,6 +147,7 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate",
+        parents=[config_flag],
         help="serve a simulated Yahoo streamer on 127.0.0.1 (offline demo, tests, benchmarks)",
         description="Serve a faithful stand-in for wss://streamer.finance.yahoo.com: v1 at /, "
         "v2 at /?version=2, seeded random walks per symbol, optional fault injection.",
@@ -148,6 +157,7 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
+        parents=[config_flag],
         help="simulator + recorder + features in a fresh data directory, offline",
         description="Run the whole pipeline against the built-in simulator, printing each "
         "window's features as it seals (the first within about 75 s).",

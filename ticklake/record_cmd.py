@@ -73,7 +73,6 @@ def recorder_config(ns: argparse.Namespace) -> RecorderConfig:
     return RecorderConfig(
         data=ns.data,
         tickers=ns.tickers,
-        url=ns.url,
         fsync=FsyncPolicy(ns.fsync),
         group_commit_ms=ns.group_commit_ms,
         flush_interval=ns.flush_interval,
@@ -134,7 +133,7 @@ def replay_cmd(ns: argparse.Namespace) -> int:
     try:
         stats = replay(ns.data, int(time.time() * 1000), start, end, ns.into)
     except JournalLockedError as exc:
-        print(f"ticklake replay: {exc}; stop the recorder first", file=sys.stderr)
+        print(f"ticklake replay: {exc}", file=sys.stderr)
         return 2
     except (JournalError, OSError) as exc:
         print(f"ticklake replay: {exc}", file=sys.stderr)

@@ -84,7 +84,7 @@ async def record_async(
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(Simulator.in_thread(sim_config, sim_clock))
         feed = replace(config.feed, url=sim.url)
-        recorder = Recorder(replace(config, url=sim.url, feed=feed))
+        recorder = Recorder(replace(config, feed=feed))
         task = asyncio.create_task(recorder.run())
         watcher = asyncio.create_task(probe(recorder, sim)) if probe else None
         try:
