@@ -75,17 +75,37 @@ def _demo(ns: argparse.Namespace) -> int:
     return demo.run(ns.data, ns.minutes, ns.rate)
 
 
+def _analyze(ns: argparse.Namespace) -> int:
+    from ticklake import analyze_cmd
+
+    return analyze_cmd.analyze(ns)
+
+
+def _sql(ns: argparse.Namespace) -> int:
+    from ticklake import analyze_cmd
+
+    return analyze_cmd.sql(ns)
+
+
 def _options() -> dict[str, tuple[Option, ...]]:
-    from ticklake import record_cmd
+    from ticklake import analyze_cmd, record_cmd
 
     return {
-        "record": (record_cmd.DATA, *record_cmd.RECORD_OPTIONS),
+        "record": (
+            record_cmd.DATA,
+            *record_cmd.RECORD_OPTIONS,
+            record_cmd.ANALYTICS,
+            *analyze_cmd.ANALYTICS_OPTIONS,
+        ),
         "replay": (record_cmd.DATA,),
+        "analyze": analyze_cmd.ANALYZE_OPTIONS,
+        "sql": analyze_cmd.SQL_OPTIONS,
     }
 
 
 def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     options = _options()
+    from ticklake.analyze_cmd import add_analyze_arguments, add_sql_arguments
     from ticklake.simulator.config import SimulatorConfig, add_arguments
 
     check_known(
@@ -130,6 +150,26 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     )
     add_options(record, options["record"], file_values)
     record.set_defaults(handler=_record)
+
+    analyze = sub.add_parser(
+        "analyze",
+        parents=[config_flag],
+        help="run the per-minute features job alone (beside a recorder in another process)",
+        description="Every minute, shortly after the seal, compute the features of every "
+        "sealed window not yet in DuckDB and of every window late ticks touched.",
+    )
+    add_analyze_arguments(analyze, file_values)
+    analyze.set_defaults(handler=_analyze)
+
+    sql = sub.add_parser(
+        "sql",
+        parents=[config_flag],
+        help="run a read-only SQL query on the features database (works while recording)",
+        description="Query the DuckDB file read-only: tables features, views ticks, bars_5m, "
+        "bars_1h, bars_1d, seed_features. Retries while the job is writing.",
+    )
+    add_sql_arguments(sql, file_values)
+    sql.set_defaults(handler=_sql)
 
     replay = sub.add_parser(
         "replay",

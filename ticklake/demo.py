@@ -1,8 +1,10 @@
 """``ticklake demo``: the whole pipeline offline, printing each window as it seals.
 
 The built-in simulator stands in for Yahoo; the recorder journals its frames into a fresh
-data directory and keeps the lake; each time the seal watermark passes a minute, that
-minute's features are computed and printed, like the seed article's console output.
+data directory and keeps the lake; each time the seal watermark passes a minute, the
+analytics job (the one ``ticklake record`` schedules every minute) materializes that
+minute's features into DuckDB, and the new rows are read back from the database and printed,
+like the seed article's console output.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from analytics.features import compute_features
+from analytics.database import database_path, open_db
+from analytics.job import AnalyticsJob, JobConfig
 from recorder.feed import FeedConfig
-from recorder.lake import list_tickers, read_minutes
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.render import shortest_float32
 from recorder.seal import MINUTE_MS
+from ticklake.clock import SystemClock
 from ticklake.simulator import Simulator, SimulatorConfig
 
 DEMO_TICKERS = ("AMZN", "MSFT", "^GSPC", "EURUSD=X", "BTC-USD", "ETH-USD")
@@ -47,17 +50,22 @@ def window_lines(features: pa.Table) -> list[str]:
     return lines
 
 
-def sealed_features(data: Path, first_ms: int, end_ms: int) -> pa.Table:
-    """Features of every ticker's windows in ``[first_ms, end_ms)``, read from the lake."""
-    minutes = range(first_ms, end_ms, MINUTE_MS)
-    tables: list[pa.Table] = []
-    for ticker in list_tickers(data):
-        ticks = read_minutes(data, ticker, minutes)
-        if ticks.num_rows:
-            tables.append(ticks.append_column("ticker", pa.array([ticker] * ticks.num_rows)))
-    if not tables:
-        return pa.table({})
-    return compute_features(pa.concat_tables(tables))
+def new_rows(data: Path, since_ms: int) -> pa.Table:
+    """Feature rows of windows starting at or after ``since_ms``, read from DuckDB."""
+    con = open_db(database_path(data), read_only=True, lake=data)
+    try:
+        query = (
+            "SELECT * FROM features WHERE window_start >= make_timestamptz($1 * 1000) "
+            "ORDER BY window_start, ticker"
+        )
+        return con.sql(query, params=[since_ms]).to_arrow_table()
+    finally:
+        con.close()
+
+
+def materialize(job: AnalyticsJob, data: Path, since_ms: int) -> pa.Table:
+    job.run_once()
+    return new_rows(data, since_ms)
 
 
 async def run_demo(
@@ -73,6 +81,7 @@ async def run_demo(
         task = asyncio.create_task(recorder.run())
         out(f"recording {', '.join(DEMO_TICKERS)} from the simulator at {sim.url}")
         out(f"data directory: {data}; a window prints 10 s after its minute ends")
+        job = AnalyticsJob(data, JobConfig(lateness=config.lateness), SystemClock())
         start_ms = -1
         sealed = 0
         try:
@@ -84,8 +93,8 @@ async def run_demo(
                     continue
                 if watermark <= start_ms:
                     continue
-                features = await asyncio.to_thread(sealed_features, data, start_ms, watermark)
-                for line in window_lines(features) if features.num_columns else []:
+                features = await asyncio.to_thread(materialize, job, data, start_ms)
+                for line in window_lines(features):
                     out(line)
                     printed += 1
                 sealed += (watermark - start_ms) // MINUTE_MS
@@ -105,9 +114,6 @@ def run(ns_data: Path | None, minutes: int, rate: float) -> int:
         return 2
     printed = asyncio.run(run_demo(data, minutes, rate))
     print(f"\n{printed} windows printed. The data is in {data}. Try:")
-    print(
-        f'  .venv/bin/python -c "import duckdb; from recorder.layout import duckdb_read_sql; '
-        f"print(duckdb.sql('SELECT ticker, count(*) FROM ' + duckdb_read_sql('{data}') + "
-        f"' GROUP BY ticker'))\""
-    )
+    print(f'  .venv/bin/ticklake sql --data {data} "FROM seed_features ORDER BY open_time"')
+    print(f'  .venv/bin/ticklake sql --data {data} "FROM bars_5m"')
     return 0

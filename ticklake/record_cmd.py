@@ -61,6 +61,11 @@ RECORD_OPTIONS = (
 )
 
 
+ANALYTICS = Option(
+    "analytics", boolean, True, "run the per-minute features job inside the recorder"
+)
+
+
 def recorder_config(ns: argparse.Namespace) -> RecorderConfig:
     if not ns.tickers:
         raise SystemExit("ticklake record: no tickers: pass --tickers AMZN,MSFT (or set them)")
@@ -123,8 +128,23 @@ def record(ns: argparse.Namespace) -> int:
     except (JournalError, OSError) as exc:
         print(f"ticklake record: cannot open {ns.data}: {exc}", file=sys.stderr)
         return 2
-    run_until_signal(recorder.run, recorder.stop)
+    run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
     return 0
+
+
+async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> None:
+    """The recorder, and (unless --analytics false) the per-minute job in the same loop."""
+    if not ns.analytics:
+        await recorder.run()
+        return
+    from analytics.scheduler import start_scheduler
+    from ticklake.analyze_cmd import job_config
+
+    scheduler = start_scheduler(recorder.config.data, job_config(ns), recorder.clock)
+    try:
+        await recorder.run()
+    finally:
+        await scheduler.stop()
 
 
 def replay_cmd(ns: argparse.Namespace) -> int:

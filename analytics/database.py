@@ -1,0 +1,364 @@
+"""The DuckDB features database: opening it politely, its schema, its views, the upsert.
+
+Contract 6: one writer (the analytics job), which holds the write lock only while it
+writes: open, upsert, close. DuckDB refuses a second *process* outright while any
+connection is open (a read-only one blocks the writer, the writer blocks readers), so
+:func:`open_db` retries on that lock error with capped exponential backoff and full jitter,
+logging who holds the file, until its timeout.
+
+Invariants:
+- the schema is ``sql/schema.sql`` (version 1) plus the numbered ``MIGRATIONS`` after it;
+  ``meta.schema_version`` is the last one applied, each in its own transaction with the
+  version bump; a database newer than this code is refused, never downgraded;
+- the views (``sql/views.sql``) are re-created by the writer when that file or the data
+  directory changes (``meta.views_signature``); a reader whose data directory moved gets a
+  temporary ``ticks`` view over the right lake, so readers never need write access;
+- every connection runs with ``TimeZone = 'UTC'``;
+- :func:`upsert_features` writes one transaction, and never passes DuckDB the same
+  (ticker, window_start) twice in one statement (DuckDB would silently keep one): the
+  last occurrence in the table wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analytics.features import FEATURE_SCHEMA
+from analytics.views import SQL_DIR, reader_ticks_view, signature, views_to_create
+from recorder.backoff import Backoff
+from ticklake.clock import Clock, SystemClock
+
+__all__ = [
+    "DB_FILE",
+    "MIGRATIONS",
+    "ROW_SCHEMA",
+    "SCHEMA_VERSION",
+    "SQL_DIR",
+    "DatabaseError",
+    "DatabaseLockedError",
+    "DatabaseMissingError",
+    "Migration",
+    "SchemaVersionError",
+    "database_path",
+    "dedupe_keys",
+    "ensure_views",
+    "lock_holder",
+    "migrate",
+    "open_db",
+    "schema_version",
+    "upsert_features",
+]
+
+log = logging.getLogger(__name__)
+
+DB_FILE: Final = "ticklake.duckdb"
+WRITER_TIMEOUT: Final = 600.0
+READER_TIMEOUT: Final = 30.0
+ROW_SCHEMA: Final = (
+    FEATURE_SCHEMA.append(pa.field("late", pa.bool_()))
+    .append(pa.field("gap", pa.bool_()))
+    .append(pa.field("computed_at", pa.timestamp("us", tz="UTC")))
+)
+"""The Arrow schema of the rows :func:`upsert_features` writes: features, flags, computed_at."""
+
+_HOLDER_RE: Final = re.compile(r"held in (?P<process>.*?) \(PID (?P<pid>\d+)\)")
+_LOG_EVERY: Final = 10.0  # seconds between repeated db_locked warnings
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says which file and why."""
+
+
+class DatabaseMissingError(DatabaseError):
+    """A reader asked for a database that does not exist yet."""
+
+
+class DatabaseLockedError(DatabaseError):
+    """Another process held the database for longer than the timeout."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The file is not a ticklake database, or one written by a newer ticklake."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Schema version ``version`` is reached by running ``sql_file`` (under ``SQL_DIR``)."""
+
+    version: int
+    name: str
+    sql_file: str
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "features and meta tables", "schema.sql"),)
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+
+
+def database_path(data: Path) -> Path:
+    """Where the database of the data directory ``data`` lives."""
+    return Path(data) / DB_FILE
+
+
+def open_db(
+    path: Path,
+    *,
+    read_only: bool = False,
+    clock: Clock | None = None,
+    timeout: float | None = None,
+    lake: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Connect, waiting while another process holds the file; then prepare the connection.
+
+    The writer (``read_only=False``) creates the file if needed and migrates it; a reader
+    raises DatabaseMissingError for a missing file and SchemaVersionError for a foreign or
+    newer one. With ``lake`` (the data directory), the views are brought up to date (see
+    the module docstring). The wait is measured on ``clock`` and spent in ``sleep``;
+    ``timeout`` defaults to 600 s for the writer (it must not lose windows to a reader) and
+    30 s for readers. DatabaseLockedError when it runs out or ``stop`` is set.
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise DatabaseMissingError(f"no database at {path} yet: run ticklake record or analyze")
+    clock = clock or SystemClock()
+    limit = timeout if timeout is not None else READER_TIMEOUT if read_only else WRITER_TIMEOUT
+    con = _connect(path, read_only, clock, limit, sleep, stop)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if read_only:
+            _check_version(con, path)
+            if lake is not None:
+                _attach_lake(con, lake)
+        else:
+            migrate(con)
+            if lake is not None:
+                ensure_views(con, lake)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def lock_holder(exc: BaseException) -> str | None:
+    """``pid/process`` of the lock holder named by a DuckDB lock error; None if not one.
+
+    DuckDB raises IOException ("Could not set lock on file ... Conflicting lock is held in
+    /usr/bin/python3 (PID 123)") for another process, and ConnectionException ("... with a
+    different configuration ...") for another connection of this process.
+    """
+    text = str(exc)
+    if isinstance(exc, duckdb.ConnectionException) and "different configuration" in text:
+        return f"{os.getpid()}/this-process"
+    if not isinstance(exc, duckdb.IOException) or "lock" not in text.lower():
+        return None
+    match = _HOLDER_RE.search(text)
+    if match is None:
+        return "unknown"
+    return f"{match['pid']}/{os.path.basename(match['process']).replace(' ', '_')}"
+
+
+def _connect(
+    path: Path,
+    read_only: bool,
+    clock: Clock,
+    timeout: float,
+    sleep: Callable[[float], None],
+    stop: threading.Event | None,
+) -> duckdb.DuckDBPyConnection:
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    backoff = Backoff(base=0.05, cap=2.0)
+    started = clock.now()
+    last_log = -_LOG_EVERY
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            holder = lock_holder(exc)
+            if holder is None:
+                reason = str(exc).splitlines()[0]
+                raise DatabaseError(f"cannot open {path}: {reason}") from exc
+            waited = clock.now() - started
+            if waited >= timeout or (stop is not None and stop.is_set()):
+                raise DatabaseLockedError(
+                    f"{path} is held by process {holder}; gave up after {waited:.1f} s "
+                    "(close that connection, or retry later)"
+                ) from exc
+            delay = min(backoff.next_delay(), timeout - waited)
+            level = logging.WARNING if waited - last_log >= _LOG_EVERY else logging.DEBUG
+            if level == logging.WARNING:
+                last_log = waited
+            log.log(
+                level,
+                "event=db_locked path=%s holder=%s retry_in=%.3f waited=%.1f read_only=%s",
+                path,
+                holder,
+                delay,
+                waited,
+                read_only,
+            )
+            sleep(delay)
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The recorded schema version; None for a database without ticklake's ``meta`` table."""
+    found = _one(
+        con,
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'meta'",
+    )
+    if not found or not found[0]:
+        return None
+    row = _one(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+    return None if row is None else int(str(row[0]))
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every migration after the recorded version; returns the version reached."""
+    version = schema_version(con)
+    if version is None:
+        tables = _one(
+            con, "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        )
+        if tables and tables[0]:
+            raise SchemaVersionError("the database has tables but no ticklake meta table")
+        version = 0
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema {version} is newer than this ticklake's {SCHEMA_VERSION}; "
+            "upgrade ticklake"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= version:
+            continue
+        con.begin()
+        try:
+            con.execute((SQL_DIR / migration.sql_file).read_text(encoding="utf-8"))
+            _set_meta(con, "schema_version", str(migration.version))
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        log.info("event=db_migrated version=%d name=%r", migration.version, migration.name)
+        version = migration.version
+    return version
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version = schema_version(con)
+    if version is None:
+        raise SchemaVersionError(f"{path} is not a ticklake database (no meta table)")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} has schema {version}, newer than this ticklake's {SCHEMA_VERSION}; "
+            "upgrade ticklake"
+        )
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = _one(con, "SELECT value FROM meta WHERE key = ?", [key])
+    return None if row is None else str(row[0])
+
+
+def _one(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+) -> tuple[object, ...] | None:
+    """The first row of a query, fetching all of it: DuckDB 2 refuses new work (register,
+    ...) on a connection whose last result was not read to the end."""
+    rows = con.execute(sql, params).fetchall()
+    return tuple(rows[0]) if rows else None
+
+
+def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value]).fetchall()
+
+
+def ensure_views(con: duckdb.DuckDBPyConnection, lake: Path) -> bool:
+    """Re-create the views if ``views.sql`` or the lake changed; True if it did."""
+    text = views_to_create(lake, _meta(con, "views_signature"))
+    if text is None:
+        return False
+    con.begin()
+    try:
+        con.execute(text)
+        _set_meta(con, "views_signature", signature(text))
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    log.info("event=db_views_created lake=%s", lake)
+    return True
+
+
+def _attach_lake(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    statement = reader_ticks_view(lake, _meta(con, "views_signature"))
+    if statement is not None:
+        con.execute(statement)
+
+
+# -- the upsert -----------------------------------------------------------------------------
+
+
+def dedupe_keys(table: pa.Table) -> tuple[pa.Table, int]:
+    """``table`` with one row per (ticker, window_start), the last occurrence; and how many
+    rows were dropped. Row order is otherwise kept."""
+    if table.num_rows < 2:
+        return table, 0
+    keyed = table.select(["ticker", "window_start"]).append_column(
+        "_row", pa.array(np.arange(table.num_rows, dtype=np.int64))
+    )
+    last = keyed.group_by(["ticker", "window_start"], use_threads=False).aggregate(
+        [("_row", "max")]
+    )
+    if last.num_rows == table.num_rows:
+        return table, 0
+    keep = pc.sort_indices(last["_row_max"])
+    return table.take(pc.take(last["_row_max"], keep)), table.num_rows - last.num_rows
+
+
+def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
+    """Insert or replace ``table``'s rows (``ROW_SCHEMA``'s columns) in one transaction.
+
+    Returns the number of rows written after deduplicating keys (the last occurrence of a
+    (ticker, window_start) wins). On any error the transaction is rolled back.
+    """
+    missing = [name for name in ROW_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise ValueError(f"rows lack column(s) {', '.join(missing)}")
+    rows, dropped = dedupe_keys(table.select(ROW_SCHEMA.names))
+    if dropped:
+        log.warning("event=duplicate_keys_dropped rows=%d", dropped)
+    if rows.num_rows == 0:
+        return 0
+    columns = ", ".join(f'"{name}"' for name in ROW_SCHEMA.names)
+    con.register("_ticklake_rows", rows)
+    try:
+        con.begin()
+        try:
+            con.execute(
+                f"INSERT OR REPLACE INTO features ({columns}) SELECT {columns} FROM _ticklake_rows"
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    finally:
+        con.unregister("_ticklake_rows")
+    return int(rows.num_rows)

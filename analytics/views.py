@@ -1,0 +1,103 @@
+"""The views of ``sql/views.sql`` for one data directory, and when they need re-creating.
+
+``{{lake}}`` in the file stands for the lake's ``read_parquet(...)`` expression
+(``recorder.layout.duckdb_read_sql``). DuckDB binds a view when it is created and refuses
+a glob that matches no file, so while the lake is still empty the placeholder becomes an
+empty relation with the same columns; the writer swaps in the real one once the first
+minute file exists. A signature of the text created is kept in ``meta.views_signature``.
+
+Only the writer creates views. A reader whose stored views read another directory (the
+data directory was moved, or the writer has not yet seen the first file) gets a temporary
+``ticks`` view instead, which needs no write access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+
+from recorder.layout import PART_NAME, TICKS_DIR, duckdb_read_sql
+from recorder.schema import LAKE_SCHEMA
+
+__all__ = [
+    "LAKE_PLACEHOLDER",
+    "SQL_DIR",
+    "lake_has_files",
+    "reader_ticks_view",
+    "signature",
+    "views_sql",
+    "views_to_create",
+]
+
+SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
+LAKE_PLACEHOLDER: Final = "{{lake}}"
+
+
+def views_sql(lake: Path, *, empty: bool = False) -> str:
+    """``sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``)."""
+    text = (SQL_DIR / "views.sql").read_text(encoding="utf-8")
+    source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(Path(lake).resolve())
+    return text.replace(LAKE_PLACEHOLDER, source)
+
+
+def signature(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def views_to_create(lake: Path, stored: str | None) -> str | None:
+    """The SQL that brings the views up to date, or None when ``stored`` (the signature
+    of what was created last) already matches."""
+    real = views_sql(lake)
+    if stored == signature(real):
+        return None
+    text = real if lake_has_files(lake) else views_sql(lake, empty=True)
+    return None if stored == signature(text) else text
+
+
+def reader_ticks_view(lake: Path, stored: str | None) -> str | None:
+    """A ``CREATE TEMP VIEW ticks`` for a reader whose stored views do not read ``lake``."""
+    if stored == signature(views_sql(lake)) or not lake_has_files(lake):
+        return None
+    return f"CREATE TEMP VIEW ticks AS SELECT * FROM {duckdb_read_sql(Path(lake).resolve())}"
+
+
+def lake_has_files(lake: Path) -> bool:
+    """Whether any minute file exists (stops at the first one; never walks the lake)."""
+    for level_1 in _subdirs(Path(lake, TICKS_DIR)):
+        for level_2 in _subdirs(level_1):
+            for level_3 in _subdirs(level_2):
+                if (level_3 / PART_NAME).is_file():
+                    return True
+    return False
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries if e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    names = {pa.string(): "VARCHAR", pa.float32(): "FLOAT", pa.float64(): "DOUBLE"}
+    names |= {pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN", pa.date32(): "DATE"}
+    return names[arrow_type]
+
+
+# read_parquet appends the Hive columns in name order
+_PARTITIONS: Final = (("date", "DATE"), ("minute", "VARCHAR"), ("ticker", "VARCHAR"))
+_EMPTY_LAKE_SQL: Final = (
+    "(SELECT "
+    + ", ".join(
+        [f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in LAKE_SCHEMA]
+        + [f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in _PARTITIONS]
+    )
+    + " WHERE false)"
+)

@@ -1,0 +1,87 @@
+"""The APScheduler wiring: trigger, overlap rules, the immediate catch-up run, stopping.
+
+APScheduler reads the wall clock, so these tests check the trigger's fields and drive runs
+with ``run_soon`` instead of waiting for a minute to pass; the job's clock is a
+ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from analytics.database import database_path
+from analytics.job import JobConfig
+from analytics.plan import AnalyticsState, load_state
+from analytics.scheduler import Scheduler, run_second, start_scheduler
+from tests.analytics.synthetic import MIN, T0, Feed, db_features, hold_database, seal, write_lake
+from ticklake.clock import ManualClock
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_the_job_fires_just_after_the_seal() -> None:
+    assert run_second(10.0) == 12 and run_second(10.5) == 13 and run_second(0) == 2
+    assert run_second(58) == 0  # wraps: still once a minute
+
+
+def test_it_starts_with_a_catch_up_run_and_never_overlaps(tmp_path: Path) -> None:
+    feed = Feed(1)
+    write_lake(
+        tmp_path, [feed.ticks(t, T0 + k * MIN, 1) for t in ("AMZN", "MSFT") for k in range(5)]
+    )
+    seal(tmp_path, T0 + 3 * MIN)
+    clock = ManualClock(T0 / 1000 + 3 * 60 + 12)
+
+    async def main() -> Scheduler:
+        scheduler = start_scheduler(tmp_path, JobConfig(lateness=10.0), clock)
+        job = scheduler._scheduler.get_job("analytics")
+        assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 50)
+        fields = {f.name: str(f) for f in scheduler.trigger.fields}
+        assert fields["second"] == "12" and fields["minute"] == "*"
+        await until(lambda: scheduler.runs >= 1)  # the catch-up run at start
+        assert load_state(tmp_path) == AnalyticsState(T0 + 3 * MIN, 0)
+        seal(tmp_path, T0 + 5 * MIN)
+        for _ in range(3):  # asked for repeatedly: runs coalesce, never overlap
+            scheduler.run_soon()
+        await until(lambda: load_state(tmp_path) == AnalyticsState(T0 + 5 * MIN, 0))
+        await scheduler.stop()
+        return scheduler
+
+    scheduler = asyncio.run(main())
+    assert scheduler.failures == 0 and scheduler.last_result is not None
+    assert scheduler.last_result.reason == "ok"  # never "busy": no two runs at once
+    assert db_features(database_path(tmp_path)).num_rows == 10
+
+
+def test_stop_interrupts_a_run_waiting_for_the_database(tmp_path: Path) -> None:
+    write_lake(tmp_path, [Feed(2).ticks("AMZN", T0, 1)])
+    seal(tmp_path, T0 + MIN)
+    clock = ManualClock(T0 / 1000 + 72)
+
+    async def main() -> tuple[Scheduler, float]:
+        first = start_scheduler(tmp_path, JobConfig(), clock)
+        await until(lambda: first.runs >= 1)
+        await first.stop()
+        write_lake(tmp_path, [Feed(3).ticks("AMZN", T0 + MIN, 1)])
+        seal(tmp_path, T0 + 2 * MIN)
+        reader = await asyncio.to_thread(hold_database, database_path(tmp_path), 30)
+        try:
+            scheduler = start_scheduler(tmp_path, JobConfig(), clock)  # waits on the reader
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            await scheduler.stop()
+            return scheduler, time.monotonic() - started
+        finally:
+            reader.terminate()
+            reader.wait()
+
+    scheduler, stopping = asyncio.run(main())
+    assert stopping < 3.0  # the lock wait noticed the stop flag (backoff is capped at 2 s)
+    assert scheduler.last_result is not None and scheduler.last_result.reason == "stopped"
+    assert load_state(tmp_path) == AnalyticsState(T0 + MIN, 0)  # the next start catches up
