@@ -52,6 +52,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from recorder.atomic import fsync_directory
 from recorder.segment import (
     CRC,
     FOOTER,
@@ -64,7 +65,6 @@ from recorder.segment import (
     compress_segment,
     encode_footer,
     encode_header,
-    fsync_directory,
     leftover_files,
     list_segments,
     read_batches,

@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from recorder.atomic import fsync_directory
+
 MAGIC = b"TLJOURNL"
 VERSION = 1
 HEADER = struct.Struct("<8sIIQ")
@@ -400,12 +402,3 @@ def compress_segment(ref: SegmentRef) -> Path:
     ref.path.unlink()
     fsync_directory(final.parent)
     return final
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make renames, creations and deletions in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

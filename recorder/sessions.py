@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from recorder.atomic import fsync_directory
+
 __all__ = ["Session", "SessionLog", "SessionLogError", "gaps", "read_sessions"]
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class SessionLog:
             created = not self.path.exists()
             self._file: IO[str] = self.path.open("a", encoding="utf-8")
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_directory(self.path.parent)
             elif _lacks_final_newline(self.path):
                 self._file.write("\n")  # isolate a line torn by a crash
         except OSError as exc:
@@ -201,11 +203,3 @@ def _lacks_final_newline(path: Path) -> bool:
             return False
         file.seek(-1, os.SEEK_END)
         return file.read(1) != b"\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
