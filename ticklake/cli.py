@@ -87,8 +87,14 @@ def _sql(ns: argparse.Namespace) -> int:
     return analyze_cmd.sql(ns)
 
 
+def _import(ns: argparse.Namespace) -> int:
+    from ticklake import import_cmd
+
+    return import_cmd.run(ns)
+
+
 def _options() -> dict[str, tuple[Option, ...]]:
-    from ticklake import analyze_cmd, record_cmd
+    from ticklake import analyze_cmd, import_cmd, record_cmd
 
     return {
         "record": (
@@ -100,6 +106,7 @@ def _options() -> dict[str, tuple[Option, ...]]:
         "replay": (record_cmd.DATA,),
         "analyze": analyze_cmd.ANALYZE_OPTIONS,
         "sql": analyze_cmd.SQL_OPTIONS,
+        "import": import_cmd.IMPORT_OPTIONS,
     }
 
 
@@ -170,6 +177,17 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     )
     add_sql_arguments(sql, file_values)
     sql.set_defaults(handler=_sql)
+
+    from ticklake import import_cmd
+
+    importer = sub.add_parser(
+        "import",
+        parents=[config_flag],
+        help="load ticks from Parquet or CSV files into the lake (all rows checked first)",
+        description=import_cmd.DESCRIPTION,
+    )
+    import_cmd.add_arguments(importer, file_values)
+    importer.set_defaults(handler=_import)
 
     replay = sub.add_parser(
         "replay",

@@ -1,0 +1,171 @@
+"""``ticklake import FILE…``: tick history from Parquet or CSV into the lake, all or nothing.
+
+The rules (columns, time formats, seqs, what a bad row is) live in :mod:`recorder.importer`.
+This module holds the options, the progress lines on stderr (every ``PROGRESS_EVERY``
+seconds: phase, rows, rows/s) and the summary on stdout.
+
+Exit codes: 0 imported (or nothing to import), 1 bad input (bad rows or unusable files:
+nothing was written) or a write that stopped part-way (rerun the same command to finish),
+2 usage (a missing or unsupported file, a recorder running on the data directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from recorder.importer import (
+    ImportOptions,
+    ImportProgress,
+    ImportRejectedError,
+    ImportStats,
+    ImportUsageError,
+    ImportWriteError,
+    import_files,
+)
+from recorder.journal import JournalError, JournalLockedError
+from ticklake.clock import Clock, SystemClock
+from ticklake.config import Option, add_options, positive_int
+from ticklake.record_cmd import DATA
+
+__all__ = [
+    "DESCRIPTION",
+    "IMPORT_OPTIONS",
+    "ProgressLines",
+    "add_arguments",
+    "main",
+    "run",
+    "summary",
+]
+
+PROGRESS_EVERY = 3.0
+IMPORT_OPTIONS = (
+    DATA,
+    Option("import_threads", positive_int, 4, "threads writing minute files during an import"),
+)
+DESCRIPTION = (
+    "Load ticks from Parquet or CSV files (columns ticker, time, price, and any other tick "
+    "field by its proto name) into the lake through the recorder's writer. Every row is "
+    "checked before anything is written: one bad row and nothing is imported. A file's row "
+    "order is arrival order. Stop the recorder first."
+)
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    file_values: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """The command's arguments: FILE…, ``--ignore-unknown`` and ``IMPORT_OPTIONS``."""
+    parser.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help=".parquet, .csv or .csv.gz files"
+    )
+    parser.add_argument(
+        "--ignore-unknown",
+        action="store_true",
+        help="skip columns that are not tick fields (default: refuse the file)",
+    )
+    add_options(parser, IMPORT_OPTIONS, file_values, env)
+
+
+class ProgressLines:
+    """Prints a progress line at most every ``every`` seconds of ``clock`` time."""
+
+    def __init__(self, out: TextIO, clock: Clock, every: float = PROGRESS_EVERY) -> None:
+        self.out, self.clock, self.every = out, clock, every
+        self.phase, self.started = "", clock.now()
+        self.last = self.started
+
+    def __call__(self, progress: ImportProgress) -> None:
+        now = self.clock.now()
+        if progress.phase != self.phase:
+            self.phase, self.started, self.last = progress.phase, now, now
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = progress.rows / max(now - self.started, 1e-9)
+        line = f"import: {progress.phase} {progress.rows:,} rows"
+        if progress.total:
+            eta = (progress.total - progress.rows) / max(rate, 1e-9)
+            line += (
+                f" of {progress.total:,} ({progress.rows / progress.total:.0%}, ETA {eta:.0f} s)"
+            )
+        print(f"{line}, {rate:,.0f} rows/s", file=self.out, flush=True)
+
+
+def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
+    """Import ``ns.files`` into ``ns.data``; returns the exit code (see the module docstring)."""
+    clock = clock or SystemClock()
+    options = ImportOptions(ignore_unknown=ns.ignore_unknown, threads=ns.import_threads)
+    started = clock.now()
+    try:
+        progress = ProgressLines(sys.stderr, clock)
+        stats = import_files(ns.data, ns.files, int(started * 1e6), options, progress)
+    except JournalLockedError as exc:
+        return _fail(f"a recorder is running on {ns.data}: {exc}", 2)
+    except (ImportUsageError, JournalError) as exc:
+        return _fail(str(exc), 2)
+    except ImportRejectedError as exc:
+        _print_rejection(exc, sys.stderr)
+        return 1
+    except ImportWriteError as exc:
+        return _fail(str(exc), 1)
+    print(summary(stats, clock.now() - started))
+    if stats.first_ms is not None and stats.last_ms is not None:
+        start, end = _iso(stats.first_ms), _iso(stats.last_ms + 60_000)
+        print(f"features for these ticks: ticklake backfill --start {start} --end {end}")
+    return 0
+
+
+def summary(stats: ImportStats, seconds: float) -> str:
+    """The one-line result: files, rows, ticks added, duplicates, minute files, seconds."""
+    rate = stats.rows / max(seconds, 1e-9)
+    files = f"{stats.files} file{'' if stats.files == 1 else 's'}"
+    number = "" if stats.import_number is None else f" (import {stats.import_number})"
+    return (
+        f"imported {files}{number}: {stats.rows:,} rows, "
+        f"{stats.ticks_added:,} ticks added, {stats.duplicates:,} duplicates, "
+        f"{stats.minute_files:,} minute files written, {len(stats.tickers)} tickers "
+        f"in {seconds:.1f} s ({rate:,.0f} rows/s)"
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ticklake import: {message}", file=sys.stderr)
+    return code
+
+
+def _print_rejection(exc: ImportRejectedError, out: TextIO) -> None:
+    print(f"ticklake import: {exc}", file=out)
+    for problem in exc.problems:
+        print(f"  {problem}", file=out)
+    for bad in exc.bad_rows:
+        print(f"  {bad.path} row {bad.row}: {bad.reason}", file=out)
+    more = exc.bad_row_count - len(exc.bad_rows)
+    if more > 0:
+        print(f"  ... and {more:,} more bad rows", file=out)
+
+
+def _iso(epoch_ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(epoch_ms // 60_000 * 60, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ticklake.import_cmd FILE…`` (until ``ticklake import`` is wired)."""
+    parser = argparse.ArgumentParser(prog="ticklake import", description=DESCRIPTION)
+    add_arguments(parser, {})
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return run(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
