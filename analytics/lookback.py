@@ -2,7 +2,8 @@
 
 The volume of a window starts from the last reading before it in the same session
 (``analytics.volume``). ``previous_reading`` finds it by walking back over a ticker's
-minute files, newest first, one file at a time, and stops at
+minutes, newest first, one at a time (from its minute file, or from the row group of its
+day's history file once the day is compacted), and stops at
 
 - a minute already loaded that holds a reading (the chain continues inside those ticks),
 - the session's start (``recorder.markets.session_id``: 04:00 New York for equities, ETFs
@@ -12,20 +13,20 @@ minute files, newest first, one file at a time, and stops at
 
 It probes the few preceding minutes' exact paths first (the live case: the previous minute
 exists) and lists a date's minutes only when those are missing. ``ReadingCache`` keeps the
-last reading of files read recently, keyed by file identity, so the per-minute job reads
-no file twice.
+last reading of minutes read recently, keyed by the identity of the file holding them, so
+the per-minute job reads no file twice.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 from typing import Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.lakeindex import FileKey, LakeIndex, file_key, minute_path
+from analytics.lakeindex import DAY_MS, FileKey, LakeIndex, file_key
 from recorder.lake import read_minutes
 from recorder.layout import MINUTE_MS
 from recorder.markets import AssetClass, asset_class, session_id
@@ -74,12 +75,20 @@ class ReadingCache:
 def lookback_floor_ms(ticker: str, start_ms: int) -> int:
     """The earliest minute whose readings can count for a window starting at ``start_ms``:
     the start of its session (a whole hour), or 24 h back for crypto."""
-    if asset_class(ticker) is AssetClass.CRYPTOCURRENCY:
+    kind = asset_class(ticker)
+    if kind is AssetClass.CRYPTOCURRENCY:
         return start_ms - CRYPTO_LOOKBACK_MS
-    session = session_id(ticker, start_ms / 1000)
-    floor = start_ms - start_ms % HOUR_MS
+    return _session_start_ms(kind, start_ms // HOUR_MS)
+
+
+@functools.lru_cache(maxsize=65536)
+def _session_start_ms(kind: AssetClass, hour: int) -> int:
+    """Start of the session holding ``hour`` (hours since the epoch): sessions change on
+    whole hours only (``analytics.volume``)."""
+    session = session_id(kind, hour * 3600)
+    floor = hour * HOUR_MS
     for _ in range(48):
-        if session_id(ticker, (floor - HOUR_MS) / 1000) != session:
+        if session_id(kind, (floor - HOUR_MS) / 1000) != session:
             break
         floor -= HOUR_MS
     return floor
@@ -111,6 +120,8 @@ def previous_reading(
     """The last reading before ``start`` not already among the loaded ticks, if any."""
     floor = lookback_floor_ms(ticker, start)
     probed = max(floor, start - PROBE_MINUTES * MINUTE_MS)
+    if index.day_file(ticker, (start - MINUTE_MS) // DAY_MS) is not None:
+        probed = start  # a compacted day: its listing is exact, and a probe reads a row group
     candidates = list(range(start - MINUTE_MS, probed - 1, -MINUTE_MS))
     files = 0
     for batch in (candidates, None):
@@ -121,7 +132,7 @@ def previous_reading(
                 if minute in with_readings:
                     return None, files  # the chain continues inside the loaded ticks
                 continue
-            row, read = last_reading(index.root, ticker, minute, columns, cache)
+            row, read = last_reading(index, ticker, minute, columns, cache)
             files += read
             if row is not None:
                 return row, files
@@ -129,17 +140,18 @@ def previous_reading(
 
 
 def last_reading(
-    root: Path, ticker: str, minute: int, columns: list[str], cache: ReadingCache | None
+    index: LakeIndex, ticker: str, minute: int, columns: list[str], cache: ReadingCache | None
 ) -> tuple[pa.Table | None, int]:
-    """(the last reading of one minute file or None, files read: 0 or 1)."""
-    key = file_key(minute_path(root, ticker, minute)) if cache is not None else None
+    """(the last reading of one minute or None, files read: 0 or 1), from its minute file
+    or its day's history file; the cache is keyed by the identity of that file."""
+    key = file_key(index.source(ticker, minute)) if cache is not None else None
     if cache is not None:
         if key is None:
             return None, 0
         found, row = cache.get(ticker, minute, key)
         if found:
             return row, 0
-    table = read_minutes(root, ticker, [minute], columns)
+    table = read_minutes(index.root, ticker, [minute], columns)
     if table.num_rows == 0:
         return None, 0
     valid = np.flatnonzero(pc.is_valid(table["day_volume"]).to_numpy())

@@ -30,7 +30,6 @@ import pyarrow as pa
 from recorder.decode import decode_batch
 from recorder.journal import JournalRecord
 from recorder.lake import write_minutes
-from recorder.layout import parse_minute_dir
 from recorder.quarantine import Quarantine
 from recorder.schema import LAKE_SCHEMA, RECEIVED_TYPE
 from recorder.seal import SealState
@@ -120,7 +119,7 @@ class Ingest:
             stats.files_written += int(write.written)
             if not write.written:
                 continue
-            ticker, minute_ms = parse_minute_dir(write.path.parent)
+            ticker, minute_ms = write.ticker, write.minute_start_ms
             if self.seal.is_sealed(minute_ms):
                 self.seal.mark_late(ticker, minute_ms, now_ms)
                 stats.late_ticks += added

@@ -1,11 +1,14 @@
-"""Where a tick lives in the lake: pure functions between (ticker, minute) and paths.
+"""Where a tick lives in the lake: paths of both tiers, and the one SQL expression over them.
 
 Layout under the lake root::
 
-    ticks/ticker=<folder value>/date=<YYYY-MM-DD>/minute=<HHMM>/part.parquet
+    ticks/ticker=<folder value>/date=<YYYY-MM-DD>/minute=<HHMM>/part.parquet   minute tier
+    history/ticker=<folder value>/date=<YYYY-MM-DD>/part.parquet               history tier
 
-one file per (ticker, UTC minute), read back by one glob (``duckdb_read_sql``) or by
-``pyarrow.dataset`` with ``pyarrow_partitioning()``.
+The minute tier holds one file per (ticker, UTC minute): the live edge. The history tier holds
+one time-sorted file per (ticker, UTC date) once that day is compacted (``compact.py``).
+Readers go through ``duckdb_read_sql`` (SQL) or ``lake.read_minutes`` (exact paths), which
+both see each tick exactly once whichever tier holds it.
 
 Invariants:
 - only symbols that pass ``validate_symbol`` become folders, and every built path is
@@ -18,7 +21,13 @@ Invariants:
   folder whose value is not the canonical encoding of a valid symbol is not ours;
 - minutes are ``[start, start + 60 s)`` in UTC; ``minute_start_ms`` is a multiple of 60,000;
 - readers must pass ``hive_types`` (DuckDB) or an explicit partitioning schema (PyArrow):
-  otherwise a ticker such as ``1234`` comes back as an integer.
+  otherwise a ticker such as ``1234`` comes back as an integer;
+- a *placeholder* is a zero-row LAKE_SCHEMA file under the folder value ``!empty`` (never a
+  symbol) and date 1970-01-01. ``lake.write_minute`` creates the history tier's; compaction
+  creates the minute tier's when it first hides a day, long before it deletes minute files.
+  So both globs always match a file (DuckDB refuses a glob without files) and
+  ``duckdb_read_sql`` keeps one shape; and ``!`` sorts before every symbol, so the file
+  DuckDB opens while binding to learn the schema is the placeholder, which is never deleted.
 """
 
 from __future__ import annotations
@@ -26,39 +35,65 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from recorder.schema import LAKE_SCHEMA
 from recorder.symbols import SymbolError, validate_symbol
 
 __all__ = [
+    "DAY_MS",
+    "HIDDEN_MARKER",
+    "HISTORY_DIR",
+    "HISTORY_GLOB",
     "HIVE_TYPES_SQL",
     "MINUTE_MS",
     "PARTITION_SCHEMA",
     "PART_NAME",
+    "PLACEHOLDER_VALUE",
     "TICKS_DIR",
     "TICKS_GLOB",
     "date_dir",
+    "day_start_ms",
     "decode_ticker",
     "duckdb_read_sql",
     "encode_ticker",
+    "hidden_marker",
+    "history_dir",
+    "history_file",
+    "history_placeholder",
+    "lake_days",
     "minute_dir",
     "minute_file",
+    "minute_placeholder",
+    "parse_history_file",
     "parse_minute_dir",
     "pyarrow_partitioning",
     "ticker_dir",
+    "utc_date",
 ]
 
 MINUTE_MS: Final = 60_000
+DAY_MS: Final = 86_400_000
 TICKS_DIR: Final = "ticks"
+HISTORY_DIR: Final = "history"
 PART_NAME: Final = "part.parquet"
 TICKS_GLOB: Final = f"{TICKS_DIR}/*/*/*/*.parquet"
 """Every minute file, relative to the lake root (temporaries end in ``.tmp``, not matched)."""
+HISTORY_GLOB: Final = f"{HISTORY_DIR}/*/*/*.parquet"
+"""Every day file of the history tier, relative to the lake root."""
+HIDDEN_MARKER: Final = ".compacted.json"
+"""In a minute-tier date folder: the day is in the history tier; its minute files await
+deletion (written by ``compact.py``)."""
+PLACEHOLDER_VALUE: Final = "!empty"
+_PLACEHOLDER_DATE: Final = "date=1970-01-01"
 
-HIVE_TYPES_SQL: Final = "{'ticker': VARCHAR, 'date': DATE, 'minute': VARCHAR}"
+HIVE_TYPES_SQL: Final = "{'ticker': 'VARCHAR', 'date': 'DATE', 'minute': 'VARCHAR'}"
+_HISTORY_TYPES_SQL: Final = "{'ticker': 'VARCHAR', 'date': 'DATE'}"
 PARTITION_SCHEMA: Final = pa.schema(
     [("ticker", pa.string()), ("date", pa.date32()), ("minute", pa.string())]
 )
@@ -78,6 +113,19 @@ def decode_ticker(value: str) -> str:
     if "%" in symbol or "=" in value:
         raise SymbolError(f"folder value {value!r} rejected: not an encoded symbol")
     return validate_symbol(symbol)
+
+
+def utc_date(epoch_ms: int) -> dt.date:
+    """The UTC date holding the instant ``epoch_ms``."""
+    return dt.datetime.fromtimestamp(epoch_ms // 1000, tz=dt.UTC).date()
+
+
+def day_start_ms(date: dt.date) -> int:
+    """Epoch ms of ``date``'s 00:00 UTC; the day is ``[start, start + DAY_MS)``."""
+    return (date - dt.date(1970, 1, 1)).days * DAY_MS
+
+
+# -- minute tier ------------------------------------------------------------------------------
 
 
 def ticker_dir(root: Path, ticker: str) -> Path:
@@ -103,6 +151,11 @@ def minute_file(root: Path, ticker: str, minute_start_ms: int) -> Path:
     return minute_dir(root, ticker, minute_start_ms) / PART_NAME
 
 
+def hidden_marker(root: Path, ticker: str, date: dt.date) -> Path:
+    """The marker saying (ticker, date)'s minute files are hidden behind its day file."""
+    return date_dir(root, ticker, date) / HIDDEN_MARKER
+
+
 def parse_minute_dir(path: Path) -> tuple[str, int]:
     """(ticker, minute_start_ms) of a minute folder or of the ``part.parquet`` inside it.
 
@@ -124,21 +177,185 @@ def parse_minute_dir(path: Path) -> tuple[str, int]:
     return ticker, int(start.timestamp()) * 1000
 
 
+# -- history tier -----------------------------------------------------------------------------
+
+
+def history_dir(root: Path, ticker: str, date: dt.date) -> Path:
+    """``<root>/history/ticker=<folder value>/date=YYYY-MM-DD``."""
+    folder = Path(root, HISTORY_DIR, f"ticker={encode_ticker(ticker)}", f"date={date}")
+    return _inside(root, folder)
+
+
+def history_file(root: Path, ticker: str, date: dt.date) -> Path:
+    """The day file of (ticker, UTC date) in the history tier."""
+    return history_dir(root, ticker, date) / PART_NAME
+
+
+def parse_history_file(path: Path) -> tuple[str, dt.date]:
+    """(ticker, date) of a day file or its folder; SymbolError/ValueError if not ours."""
+    path = Path(path)
+    if path.name == PART_NAME:
+        path = path.parent
+    ticker_part, date_part = path.parts[-2:] if len(path.parts) >= 2 else ("", "")
+    date_match = _DATE_RE.fullmatch(date_part)
+    if not ticker_part.startswith("ticker=") or date_match is None:
+        raise ValueError(f"{path} is not a history folder (…/ticker=…/date=YYYY-MM-DD)")
+    return decode_ticker(ticker_part.removeprefix("ticker=")), dt.date.fromisoformat(date_match[1])
+
+
+def lake_days(root: Path, tier: str) -> Iterator[tuple[str, dt.date, Path]]:
+    """(ticker, date, date folder) of every day folder of a tier (``TICKS_DIR`` or
+    ``HISTORY_DIR``), sorted; placeholders and foreign folders are skipped."""
+    top = Path(root, tier)
+    for ticker_name in sorted(_listdir(top)):
+        if not ticker_name.startswith("ticker=") or ticker_name == f"ticker={PLACEHOLDER_VALUE}":
+            continue
+        try:
+            ticker = decode_ticker(ticker_name.removeprefix("ticker="))
+        except SymbolError:
+            continue
+        for date_name in sorted(_listdir(top / ticker_name)):
+            match = _DATE_RE.fullmatch(date_name)
+            if match is not None:
+                try:
+                    date = dt.date.fromisoformat(match[1])
+                except ValueError:
+                    continue
+                yield ticker, date, top / ticker_name / date_name
+
+
+def minute_placeholder(root: Path) -> Path:
+    """The minute tier's zero-row placeholder file."""
+    value = f"ticker={PLACEHOLDER_VALUE}"
+    return Path(root, TICKS_DIR, value, _PLACEHOLDER_DATE, "minute=0000", PART_NAME)
+
+
+def history_placeholder(root: Path) -> Path:
+    """The history tier's zero-row placeholder file."""
+    return Path(root, HISTORY_DIR, f"ticker={PLACEHOLDER_VALUE}", _PLACEHOLDER_DATE, PART_NAME)
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
 def duckdb_read_sql(root: Path | str) -> str:
-    """The ``read_parquet(...)`` expression over every minute file; use it in every reader."""
+    """One expression, usable as ``FROM <expr>``, over every tick of both tiers.
+
+    Columns: LAKE_SCHEMA's, then ``date`` (DATE), ``minute`` (VARCHAR ``HHMM``, UTC;
+    computed from ``time`` for history rows) and ``ticker`` (VARCHAR), in the order DuckDB
+    gives a Hive glob's columns. Build it again each time a connection opens: its shape
+    depends on which tiers hold files (DuckDB fails on a glob without files, so such a tier
+    is left out; an empty lake reads as no rows), and it names the days hidden right now.
+
+    Exactly once: the history day files are listed first, by ``read_blob`` (names only,
+    nothing is read), then the minute files and the history files by ``read_parquet``; DuckDB
+    makes all three listings, in that order, while binding (``glob()`` would list lazily,
+    while executing). A (ticker, date) is served by its history rows if the first listing
+    had its day file, else by its minute rows. Day files only appear (compaction) and the
+    minute files of a compacted day stay until its grace period has passed, so each day
+    comes from exactly one tier, whatever compaction does meanwhile (pinned by
+    ``test_duckdb_lists_every_history_day_before_the_history_files``). Days already hidden
+    when the expression is built are also filtered out of the minute glob by constants,
+    so DuckDB prunes those files unopened and their deletion cannot fail the query.
+    """
     text = os.fspath(root).rstrip("/") or "/"
     if _GLOB_CHARS.search(text):
         raise ValueError(f"lake root {text!r} contains a glob character; move the lake")
-    quoted = text.replace("'", "''")
-    return (
+    base, quoted = Path(text), text.replace("'", "''")
+    minute = _holds_parquet(base / TICKS_DIR, 3, minute_placeholder(base))
+    history = _holds_parquet(base / HISTORY_DIR, 2, history_placeholder(base))
+    minute_sql = (
         f"read_parquet('{quoted}/{TICKS_GLOB}', hive_partitioning = true, "
         f"hive_types = {HIVE_TYPES_SQL})"
+    )
+    history_sql = (
+        f"read_parquet('{quoted}/{HISTORY_GLOB}', hive_partitioning = true, "
+        f"hive_types = {_HISTORY_TYPES_SQL})"
+    )
+    if not history:
+        return minute_sql if minute else _EMPTY_SQL
+    history_rows = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
+    if not minute:
+        return f"({history_rows} FROM {history_sql})"
+    hidden = _hidden_days(base)
+    prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
+    days = (  # read_blob lists every file while binding (glob() would list lazily)
+        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
+        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
+        f"FROM read_blob('{quoted}/{HISTORY_GLOB}')"
+    )
+    both = (
+        f"SELECT {_COLUMNS}, date, minute, ticker, false AS compacted FROM {minute_sql}{prune} "
+        f"UNION ALL {history_rows}, true AS compacted FROM {history_sql}"
+    )
+    return (
+        f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
+        f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
+        f"WHERE u.compacted = (d.ticker IS NOT NULL))"
     )
 
 
 def pyarrow_partitioning() -> ds.Partitioning:
     """Hive partitioning for ``pyarrow.dataset`` that reads tickers back exactly."""
     return ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    names = {pa.string(): "VARCHAR", pa.float32(): "FLOAT", pa.float64(): "DOUBLE"}
+    return names.get(arrow_type, "BIGINT")
+
+
+_COLUMNS: Final = ", ".join(f'"{name}"' for name in LAKE_SCHEMA.names)
+_U_COLUMNS: Final = ", ".join(f'u."{name}"' for name in LAKE_SCHEMA.names)
+_MINUTE_OF_TIME: Final = "strftime(\"time\" AT TIME ZONE 'UTC', '%H%M')"
+_DAY_RE: Final = "'/ticker=([^/]*)/date=([^/]*)/[^/]*$'"
+_EMPTY_SQL: Final = (
+    "(SELECT "
+    + ", ".join(
+        [f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in LAKE_SCHEMA]
+        + ["CAST(NULL AS DATE) AS date, CAST(NULL AS VARCHAR) AS minute"]
+        + ["CAST(NULL AS VARCHAR) AS ticker"]
+    )
+    + " WHERE false)"
+)
+
+
+def _holds_parquet(tree: Path, depth: int, placeholder: Path) -> bool:
+    """Whether ``tree`` has a ``*.parquet`` file ``depth`` folders down (placeholder first;
+    otherwise stops at the first file found, skipping hidden folders)."""
+    if placeholder.is_file():
+        return True
+    try:
+        with os.scandir(tree) as entries:
+            names = [e for e in entries if not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    for entry in names:
+        if depth == 0:
+            if entry.name.endswith(".parquet") and entry.is_file():
+                return True
+        elif entry.is_dir() and _holds_parquet(Path(entry.path), depth - 1, placeholder):
+            return True
+    return False
+
+
+def _hidden_days(root: Path) -> list[str]:
+    """``('TICKER', DATE 'YYYY-MM-DD')`` of every minute-tier day marked compacted whose
+    day file exists."""
+    return [
+        f"('{ticker}', DATE '{date}')"  # symbols hold no quote
+        for ticker, date, folder in lake_days(root, TICKS_DIR)
+        if (folder / HIDDEN_MARKER).is_file() and history_file(root, ticker, date).is_file()
+    ]
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _inside(root: Path, path: Path) -> Path:

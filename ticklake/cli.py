@@ -93,8 +93,20 @@ def _import(ns: argparse.Namespace) -> int:
     return import_cmd.run(ns)
 
 
+def _compact(ns: argparse.Namespace) -> int:
+    from ticklake import compact_cmd
+
+    return compact_cmd.compact(ns)
+
+
+def _status(ns: argparse.Namespace) -> int:
+    from ticklake import compact_cmd
+
+    return compact_cmd.status(ns)
+
+
 def _options() -> dict[str, tuple[Option, ...]]:
-    from ticklake import analyze_cmd, import_cmd, record_cmd
+    from ticklake import analyze_cmd, compact_cmd, import_cmd, record_cmd
 
     return {
         "record": (
@@ -107,6 +119,8 @@ def _options() -> dict[str, tuple[Option, ...]]:
         "analyze": analyze_cmd.ANALYZE_OPTIONS,
         "sql": analyze_cmd.SQL_OPTIONS,
         "import": import_cmd.IMPORT_OPTIONS,
+        "compact": compact_cmd.COMPACT_OPTIONS,
+        "status": (*compact_cmd.STATUS_OPTIONS, *compact_cmd.RETENTION_OPTIONS),
     }
 
 
@@ -178,7 +192,26 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     add_sql_arguments(sql, file_values)
     sql.set_defaults(handler=_sql)
 
-    from ticklake import import_cmd
+    from ticklake import compact_cmd, import_cmd
+
+    compact = sub.add_parser(
+        "compact",
+        parents=[config_flag],
+        help="compact sealed days into one Parquet file per ticker and day",
+        description="Merge each sealed day's minute files into one time-sorted file per "
+        "(ticker, date) under DATA/history, invisibly to readers; --before DATE compacts "
+        "every ended day before DATE regardless of the recompute horizon.",
+    )
+    compact_cmd.add_compact_arguments(compact, file_values)
+    compact.set_defaults(handler=_compact)
+
+    status = sub.add_parser(
+        "status",
+        parents=[config_flag],
+        help="files, rows, bytes and time range per tier, and what retention removes next",
+    )
+    compact_cmd.add_status_arguments(status, file_values)
+    status.set_defaults(handler=_status)
 
     importer = sub.add_parser(
         "import",

@@ -28,7 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from recorder.markets import NEW_YORK
+from recorder.decode import decode_batch
+from recorder.markets import NEW_YORK, market_hours, session_id
 from recorder.pricing_pb2 import PricingData
 from ticklake.clock import ManualClock
 from ticklake.simulator import (
@@ -39,7 +40,9 @@ from ticklake.simulator import (
     add_arguments,
     config_from_args,
 )
+from ticklake.simulator.feed import SymbolFeed
 from ticklake.simulator.protocol import parse_request, version_of
+from ticklake.simulator.wire import encode, field_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 MONDAY_10 = 1_704_726_000.0  # 2024-01-08 10:00 New York (EST), regular hours
@@ -608,6 +611,120 @@ def test_high_rate_delivers_close_to_the_requested_rate() -> None:
     with cli_simulator("--rate", str(rate)) as url:
         achieved = run(lambda: received_per_second(url))
     assert achieved > 0.8 * len(symbols) * rate, achieved
+
+
+BURST_SYMBOLS = ["AAPL", "SPY", "ES=F", "BTC-USD", "ETH-USD"]  # each tick carries a volume
+
+
+@pytest.mark.parametrize("start", [MONDAY_05, MONDAY_10, SUNDAY_03])
+def test_burst_columns_encode_byte_for_byte_like_protobuf(start: float) -> None:
+    """The vectorized walk + encoder against the per-tick path, for every asset class, over
+    a session change (the third round is 7 h later) and with several layouts per batch."""
+    symbols = [*BURST_SYMBOLS, "^GSPC", "EURUSD=X", "x" * 300]
+    paced = [SymbolFeed(s, 4) for s in symbols]
+    burst = [SymbolFeed(s, 4) for s in symbols]
+    for t, k in ((start, 1), (start + 1, 600), (start + 7 * 3600, 3)):
+        expected: dict[str, list[bytes]] = {}
+        statics, columns, order = [], [], []
+        for a, b in zip(paced, burst, strict=True):
+            hours, session = market_hours(a.asset, t), session_id(a.asset, t)
+            if hours is None:
+                continue
+            expected[a.symbol] = [
+                a.next_tick(int(t) * 1000, hours, session).payload for _ in range(k)
+            ]
+            static = PricingData()
+            static.CopyFrom(b.template)
+            static.time = int(t) * 1000
+            if hours:
+                static.market_hours = hours  # type: ignore[assignment]
+            statics.append(field_bytes(static))
+            columns.append(b.next_columns(k, hours, session))
+            order.append(b.symbol)
+        for version in (1, 2):
+            batch = encode(statics, columns, version)
+            n = len(order)
+            for row in range(n * k):
+                assert batch.payload(row) == expected[order[row % n]][row // n], (t, row)
+            texts = _split_ws_frames(batch.frames)
+            assert len(texts) == n * k
+            for j in range(k):  # each round holds one tick of every symbol
+                got = sorted(
+                    decode(text, version).SerializeToString() for text in texts[j * n :][:n]
+                )
+                assert got == sorted(expected[s][j] for s in order)
+
+
+def test_burst_streams_distinct_valid_ticks_of_the_subscribed_symbols_fast() -> None:
+    clock = ManualClock(MONDAY_10 + 0.5)
+    wanted = 30_000
+
+    async def scenario() -> tuple[list[str], float, list[str]]:
+        async with Simulator(SimulatorConfig(burst=True, seed=2), clock=clock) as sim:
+            async with await subscribe(sim.url, BURST_SYMBOLS) as ws:
+                frames = [await ws.recv(decode=True)]
+                start = time.perf_counter()
+                while len(frames) < wanted:
+                    frames.append(await ws.recv(decode=True))
+                rate = (wanted - 1) / (time.perf_counter() - start)
+                await ws.send(json.dumps({"unsubscribe": BURST_SYMBOLS}))
+                while await collect(ws, 0.2):  # what was in flight; then the stream stops
+                    pass
+            clock.set(SUNDAY_03 + 7 * 86400)  # equities closed, crypto open
+            async with await subscribe(sim.url_v1, ["AAPL", "BTC-USD"]) as v1:
+                other = await collect(v1, 5.0, limit=2000)
+                v1.transport.abort()  # no need to read what is still in flight
+        return frames, rate, other
+
+    frames, rate, other = run(scenario)
+    batch = decode_batch(frames)
+    assert batch.errors == [] and batch.ticks.num_rows == wanted
+    ticks = batch.ticks.to_pydict()
+    assert set(ticks["id"]) == set(BURST_SYMBOLS)
+    assert {t.timestamp() for t in ticks["time"]} == {MONDAY_10}  # one second, yet...
+    assert len(set(frames)) == wanted  # ...every tick is distinct
+    aapl = [v for i, v in zip(ticks["id"], ticks["day_volume"], strict=True) if i == "AAPL"]
+    assert len(aapl) > 1000 and all(a < b for a, b in itertools.pairwise(aapl))  # walk goes on
+    assert rate > 20_000, rate  # a floor for a loaded machine; bench/ingest.py measures
+    # v1 framing; a subscribe re-sends the latest snapshot, a closed market adds nothing.
+    assert len(other) == 2000
+    messages = [decode(frame, version=1) for frame in other]
+    assert [m.id for m in messages].count("AAPL") == 1
+    snapshot = next(m for m in messages if m.id == "AAPL")
+    assert snapshot.day_volume >= aapl[-1] and snapshot.time == int(MONDAY_10) * 1000
+    assert {m.time for m in messages if m.id == "BTC-USD"} >= {(SUNDAY_03 + 7 * 86400) * 1000}
+
+
+def test_burst_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    monkeypatch.setenv("TICKLAKE_SIM_BURST", "yes")
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])).burst is True
+    assert config_from_args(parser.parse_args(["--no-burst"])).burst is False
+    monkeypatch.setenv("TICKLAKE_SIM_BURST", "maybe")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SimulatorConfigError, match="TICKLAKE_SIM_BURST"):
+        config_from_args(parser.parse_args([]))
+    assert config_from_args(parser.parse_args(["--burst"])).burst is True
+    with pytest.raises(SimulatorConfigError, match="--sent-log"):
+        SimulatorConfig(burst=True, sent_log=Path("sent.jsonl"))
+    with pytest.raises(SimulatorConfigError, match="--garbage-rate"):
+        SimulatorConfig(burst=True, garbage_rate=0.1)
+
+
+def _split_ws_frames(data: bytes) -> list[str]:
+    """The texts of concatenated unmasked server text frames (7- or 16-bit lengths)."""
+    texts, i = [], 0
+    while i < len(data):
+        assert data[i] == 0x81 and data[i + 1] < 0x80  # FIN + text, unmasked
+        size, start = data[i + 1], i + 2
+        if size == 126:
+            size, start = int.from_bytes(data[i + 2 : i + 4], "big"), i + 4
+        texts.append(data[start : start + size].decode())
+        i = start + size
+    assert i == len(data)
+    return texts
 
 
 def test_new_york_constant_matches_the_chosen_instants() -> None:

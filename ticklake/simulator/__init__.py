@@ -10,7 +10,8 @@ request: dropped and stalled connections, garbage, duplicate, out-of-order and l
 
 Modules: ``config`` (settings and CLI flags), ``feed`` (price walks into ticks), ``frames``
 (ticks into frames, with faults), ``protocol`` (endpoints, client requests), ``connection``
-(one client), ``server`` (the server).
+(one client), ``server`` (the server), ``burst`` (``--burst``: a connection streaming as
+fast as its client reads, for benchmarks) and ``wire`` (its NumPy encoder).
 """
 
 from ticklake.simulator.config import (

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ticklake.config import boolean
+
 __all__ = ["SimulatorConfig", "SimulatorConfigError", "add_arguments", "config_from_args"]
 
 _RATES = ("garbage_rate", "duplicate_rate", "disorder_rate", "late_rate", "other_type_rate")
@@ -38,6 +40,7 @@ class SimulatorConfig:
     late_rate: float = 0.0  # event time 20-120 s in the past
     other_type_rate: float = 0.0  # extra v2 frames of a non-pricing type
     sent_log: Path | None = None  # JSON lines, one per frame sent
+    burst: bool = False  # stream as fast as each socket accepts, ignoring rate (see burst.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -56,6 +59,14 @@ class SimulatorConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SimulatorConfigError(f"--{_flag(name)} must be within 0-1, not {value}")
+        if self.burst:
+            unsupported = [f"--{_flag(name)}" for name in _RATES if getattr(self, name)]
+            unsupported += ["--sent-log"] if self.sent_log is not None else []
+            if unsupported:
+                raise SimulatorConfigError(
+                    f"--burst sends only valid ticks and keeps no sent log; "
+                    f"drop {', '.join(unsupported)} or --burst"
+                )
 
 
 def _flag(name: str) -> str:
@@ -80,6 +91,7 @@ _HELP = {
     "late_rate": "fraction of ticks 20-120 s in the past",
     "other_type_rate": "fraction of extra v2 frames of a non-pricing type",
     "sent_log": "append one JSON line per frame sent to this file",
+    "burst": "ignore --rate: stream valid ticks as fast as each client reads (benchmarks)",
 }
 _TYPES: dict[str, type] = {"host": str, "port": int, "seed": int, "max_symbols": int}
 _METAVARS = {"drop_every": "SECONDS", "stall_after": "SECONDS", "max_symbols": "N"}
@@ -91,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SimulatorConfig()
     for field in fields(SimulatorConfig):
         name = field.name
+        if name == "burst":
+            _add_switch(parser, name, defaults.burst)
+            continue
         kind = Path if name == "sent_log" else _TYPES.get(name, float)
         default = getattr(defaults, name)
         shown = "unset" if default is None else default
@@ -106,8 +121,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_switch(parser: argparse.ArgumentParser, name: str, default: bool) -> None:
+    """An on/off flag (``--burst``/``--no-burst``); its variable takes true/false, 1/0,
+    yes/no or on/off, checked by :func:`config_from_args` like any other value."""
+    parser.add_argument(
+        f"--{_flag(name)}",
+        dest=name,
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get(_env(name), default),
+        help=f"{_HELP[name]} (env {_env(name)}, default {default})",
+    )
+
+
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
     """The config from parsed flags; raises SimulatorConfigError for out-of-range values."""
-    return SimulatorConfig(
-        **{field.name: getattr(ns, field.name) for field in fields(SimulatorConfig)}
-    )
+    values = {field.name: getattr(ns, field.name) for field in fields(SimulatorConfig)}
+    if isinstance(values["burst"], str):  # from the environment, not yet parsed
+        try:
+            values["burst"] = boolean(values["burst"])
+        except ValueError as exc:
+            raise SimulatorConfigError(f"{_env('burst')}: {exc}") from None
+    return SimulatorConfig(**values)

@@ -93,6 +93,12 @@ class SimConnection:
     def wake(self) -> None:
         self._wake.set()
 
+    def take_outbox(self) -> list[Tick]:
+        """The queued ticks, removed from the outbox (for a sender of its own: burst mode)."""
+        ticks, self._outbox = self._outbox, []
+        self._wake.clear()
+        return ticks
+
     async def send_forever(self) -> None:
         """Send queued ticks as they come, until the client goes (or a bug aborts it)."""
         try:

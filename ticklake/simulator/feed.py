@@ -10,7 +10,10 @@ Invariants:
 - ``day_volume`` rises within a session and restarts when ``recorder.markets.session_id``
   changes; crypto instead carries a rolling 24 h figure in ``day_volume``, ``last_size``
   and ``vol_24hr`` alike; FX and indices carry no volume;
-- a closed market (``recorder.markets.market_hours`` is None) generates nothing.
+- a closed market (``recorder.markets.market_hours`` is None) generates nothing;
+- :meth:`SymbolFeed.next_columns` (burst mode) continues the same walk as
+  :meth:`SymbolFeed.next_tick`, many messages at once, and sets the same fields to the same
+  values (``tests/ticklake/test_simulator.py`` compares the serialized bytes).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import math
 from base64 import b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from recorder.markets import AssetClass, asset_class, market_hours, session_id
 from recorder.pricing_pb2 import PricingData
@@ -31,6 +35,10 @@ __all__ = ["Feed", "SymbolFeed", "Tick"]
 
 BLOCK: Final = 512  # messages drawn at once per symbol
 REGULAR: Final = PricingData.REGULAR_MARKET
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+_NO_FLOATS: Final[F64] = np.zeros(0, dtype=np.float64)
+_NO_INTS: Final[I64] = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,24 +139,49 @@ class SymbolFeed:
         self._prices: list[float] = []
         self._sizes: list[int] = []
         self._rolls: list[int] = []
+        self._block: tuple[F64, I64, I64] = (_NO_FLOATS, _NO_INTS, _NO_INTS)  # same, as arrays
         self._cursor = BLOCK
         self._session: int | None = None
         self._last = self._previous_close = max(round(self._level * self._scale), 1) / self._scale
         self._regular_close: float | None = None
         self._volume, self._high, self._low = 0, self._last, self._last
 
+    @property
+    def template(self) -> PricingData:
+        """The fields that never change for this symbol (id, exchange, ...); do not mutate."""
+        return self._template
+
     def _draw_block(self) -> None:
         rng, profile, scale = self._rng, self.profile, self._scale
         levels = self._level * np.cumprod(np.exp(rng.normal(0.0, profile.sigma, BLOCK)))
         self._level = float(levels[-1])
-        self._prices = (np.maximum(np.round(levels * scale), 1.0) / scale).tolist()
+        prices = np.maximum(np.round(levels * scale), 1.0) / scale
+        sizes = rolls = _NO_INTS
         if profile.sizes:
-            self._sizes = rng.integers(*profile.sizes, BLOCK, endpoint=True).tolist()
+            sizes = rng.integers(*profile.sizes, BLOCK, endpoint=True)
         if self.asset is AssetClass.CRYPTOCURRENCY:
-            rolls = self._rolling * np.cumprod(np.exp(rng.normal(0.0, 2e-3, BLOCK)))
-            self._rolling = float(rolls[-1])
-            self._rolls = rolls.astype(np.int64).tolist()
+            walk = self._rolling * np.cumprod(np.exp(rng.normal(0.0, 2e-3, BLOCK)))
+            self._rolling = float(walk[-1])
+            rolls = walk.astype(np.int64)
+        self._block = (prices, sizes, rolls)
+        self._prices, self._sizes, self._rolls = prices.tolist(), sizes.tolist(), rolls.tolist()
         self._cursor = 0
+
+    def _take(self, n: int) -> tuple[F64, I64, I64]:
+        """The next ``n`` messages' draws (price, trade size, rolling volume) as arrays."""
+        parts: list[tuple[F64, I64, I64]] = []
+        while n > 0:
+            if self._cursor == BLOCK:
+                self._draw_block()
+            i, j = self._cursor, min(BLOCK, self._cursor + n)
+            prices, sizes, rolls = self._block  # sizes and rolls may be empty: slices stay so
+            parts.append((prices[i:j], sizes[i:j], rolls[i:j]))
+            self._cursor, n = j, n - (j - i)
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
 
     def next_tick(self, time_ms: int, hours: int, session: int) -> Tick:
         """The next message, stamped ``time_ms``, in an open market's ``hours`` and ``session``."""
@@ -197,6 +230,40 @@ class SymbolFeed:
         payload = message.SerializeToString()
         self.latest = Tick(self.symbol, time_ms, payload, b64encode(payload).decode())
         return self.latest
+
+    def next_columns(self, n: int, hours: int, session: int) -> dict[str, npt.NDArray[Any]]:
+        """The next ``n`` messages' changing fields, by field name, in an open market: what
+        ``n`` calls of :meth:`next_tick` would set, computed with NumPy. A zero means unset
+        (proto3), exactly where :meth:`next_tick` leaves the field unset. The fields that do
+        not change within a call (:attr:`template`, ``time``, ``market_hours``) are the
+        caller's to add; :attr:`latest` is the caller's to update (``burst`` does both).
+        """
+        prices, sizes, rolls = self._take(n)
+        if session != self._session:
+            if self._session is not None:
+                self._previous_close = self._regular_close or self._last
+            self._session, self._regular_close = session, None
+            self._volume, self._high, self._low = 0, float(prices[0]), float(prices[0])
+        high = np.maximum(np.maximum.accumulate(prices), self._high)
+        low = np.minimum(np.minimum.accumulate(prices), self._low)
+        self._last, self._high, self._low = float(prices[-1]), float(high[-1]), float(low[-1])
+        if hours == REGULAR:
+            self._regular_close = self._last
+        change = np.round(prices - self._previous_close, self._hint)
+        percent = np.where(change != 0, change / self._previous_close * 100.0, 0.0)
+        columns = {"price": prices, "day_high": high, "day_low": low}
+        columns |= {"change": change, "change_percent": percent}
+        if self._equity or self.asset is AssetClass.FUTURE:
+            volume = self._volume + np.cumsum(sizes)
+            self._volume = int(volume[-1])
+            columns["day_volume"] = volume
+        if self._equity:
+            columns |= {"last_size": sizes, "full_day_change": change}
+            columns["full_day_change_percent"] = percent
+        elif self.asset is AssetClass.CRYPTOCURRENCY:
+            columns |= {name: rolls for name in ("day_volume", "last_size", "vol_24hr")}
+            columns |= {"vol_all_currencies": rolls, "market_cap": prices * self._supply}
+        return columns
 
 
 class Feed:

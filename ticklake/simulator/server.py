@@ -10,6 +10,8 @@ Invariants:
   a symbol get the same ticks, and a subscribe first re-sends the symbol's latest tick
   (possibly old) when it has one, as Yahoo does;
 - a connection holds at most ``max_symbols`` subscriptions; further ones are ignored;
+- in burst mode (``burst``) there is no pacing: each connection streams as fast as its
+  client reads;
 - pacing uses the real event loop (``asyncio.sleep``) every ``TICK_SECONDS``, in batches;
   event times and market hours come from the injected clock, so a ManualClock parked on a
   Sunday makes equities silent while real time still paces crypto.
@@ -30,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ticklake.clock import Clock, SystemClock
+from ticklake.simulator.burst import BurstSender
 from ticklake.simulator.config import SimulatorConfig
 from ticklake.simulator.connection import SentLog, SimConnection
 from ticklake.simulator.feed import Feed, Tick
@@ -102,12 +105,14 @@ class Simulator:
                 "choose another --port (0 picks a free one)"
             ) from exc
         self._port = self._server.sockets[0].getsockname()[1]
-        self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+        if not self.config.burst:  # burst connections make their own ticks
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
         log.info(
-            "event=sim_listening url=%s seed=%d rate=%s",
+            "event=sim_listening url=%s seed=%d rate=%s burst=%s",
             self.url_v1,
             self.config.seed,
             self.config.rate,
+            self.config.burst,
         )
 
     async def stop(self) -> None:
@@ -185,7 +190,11 @@ class Simulator:
         self._next_id += 1
         self._connections[connection.id] = connection
         log.info("event=sim_connect connection=%d version=%d", connection.id, version)
-        tasks = [asyncio.create_task(connection.send_forever())]
+        if self.config.burst:
+            burst = BurstSender(connection, self._feed, self.clock, self._count_sent)
+            tasks = [asyncio.create_task(burst.run())]
+        else:
+            tasks = [asyncio.create_task(connection.send_forever())]
         if self.config.drop_every is not None:
             tasks.append(asyncio.create_task(connection.drop_after(self.config.drop_every)))
         if self.config.stall_after is not None:
