@@ -105,8 +105,14 @@ def _status(ns: argparse.Namespace) -> int:
     return compact_cmd.status(ns)
 
 
+def _backfill(ns: argparse.Namespace) -> int:
+    from ticklake import backfill_cmd
+
+    return backfill_cmd.run(ns)
+
+
 def _options() -> dict[str, tuple[Option, ...]]:
-    from ticklake import analyze_cmd, compact_cmd, import_cmd, record_cmd
+    from ticklake import analyze_cmd, backfill_cmd, compact_cmd, import_cmd, record_cmd
 
     return {
         "record": (
@@ -120,6 +126,7 @@ def _options() -> dict[str, tuple[Option, ...]]:
         "sql": analyze_cmd.SQL_OPTIONS,
         "import": import_cmd.IMPORT_OPTIONS,
         "compact": compact_cmd.COMPACT_OPTIONS,
+        "backfill": backfill_cmd.BACKFILL_OPTIONS,
         "status": (*compact_cmd.STATUS_OPTIONS, *compact_cmd.RETENTION_OPTIONS),
     }
 
@@ -192,7 +199,16 @@ def build_parser(file_values: dict[str, object]) -> argparse.ArgumentParser:
     add_sql_arguments(sql, file_values)
     sql.set_defaults(handler=_sql)
 
-    from ticklake import compact_cmd, import_cmd
+    from ticklake import backfill_cmd, compact_cmd, import_cmd
+
+    backfill = sub.add_parser(
+        "backfill",
+        parents=[config_flag],
+        help="recompute features from stored ticks over a time range (idempotent)",
+        description=backfill_cmd.DESCRIPTION,
+    )
+    backfill_cmd.add_backfill_arguments(backfill, file_values)
+    backfill.set_defaults(handler=_backfill)
 
     compact = sub.add_parser(
         "compact",

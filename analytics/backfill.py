@@ -1,0 +1,406 @@
+"""Backfill: recompute the features of every window of a time range from stored ticks.
+
+Invariants:
+- rows come from ``job.compute_rows``, the live job's own function, so a backfill and the
+  per-minute job give identical rows for the same stored ticks (``computed_at`` aside):
+  the same volume lookback (the last reading before a window within its session, also
+  from before ``start``), the same ``late`` flags (given the same lateness) and ``gap``
+  flags (from the session log); both tiers of the lake are read (``analytics.loader``);
+- idempotent: a rerun upserts the same rows; nothing is deleted (a window whose ticks were
+  removed keeps its row);
+- only sealed windows: a window is computed when it starts in ``[start, end)`` rounded
+  out to whole minutes and its end + lateness has passed on the clock;
+- the work is cut into chunks of one UTC date and at most ``tickers_per_chunk`` tickers
+  (only ticker-days with a folder in either tier), each loaded and computed on its own (a
+  fresh ``LakeIndex``; every minute of the range is requested, so nothing is listed), by
+  ``workers`` processes at once with at most two chunks each in flight: memory is bounded
+  by the chunk size, not by the range;
+- one writer, this process (contract 6): a thread upserts rows about ``batch_rows`` at a
+  time while chunks compute, one transaction each (~0.3-1 s), the database opened only
+  to write and retried while another process holds it (up to ``lock_timeout``), so the
+  live job and SQL readers get in between. ``computed_at`` is the clock's time of the
+  write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import multiprocessing
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import pyarrow as pa
+
+from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, database_path
+from analytics.flags import SessionCoverage
+from analytics.job import JobResult, compute_rows, session_coverage, write_rows
+from analytics.lakeindex import DAY_MS, LakeIndex
+from recorder.layout import MINUTE_MS
+from recorder.seal import watermark_at
+from ticklake.clock import Clock
+
+__all__ = [
+    "BackfillConfig",
+    "BackfillError",
+    "BackfillProgress",
+    "BackfillResult",
+    "Chunk",
+    "backfill",
+    "plan_chunks",
+]
+
+log = logging.getLogger(__name__)
+
+TICKERS_PER_CHUNK: Final = 10
+BATCH_ROWS: Final = 100_000  # new rows insert faster in big batches; ~0.3-1 s each
+
+
+class BackfillError(Exception):
+    """The backfill cannot start (bad range, unknown ticker, no data); one line to act on."""
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """What to recompute: windows starting in ``[start_ms, end_ms)`` (epoch ms) of
+    ``tickers`` (None: every ticker in the lake). ``database`` None: ``<data>/ticklake.duckdb``.
+    ``pool`` "thread" exists for the benchmark's comparison."""
+
+    start_ms: int
+    end_ms: int
+    tickers: tuple[str, ...] | None = None
+    workers: int = 1
+    lateness: float = 10.0
+    database: Path | None = None
+    lock_timeout: float = WRITER_TIMEOUT
+    batch_rows: int = BATCH_ROWS
+    tickers_per_chunk: int = TICKERS_PER_CHUNK
+    pool: Literal["process", "thread"] = "process"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Windows starting in ``[start_ms, end_ms)`` (within one UTC date) of ``tickers``."""
+
+    start_ms: int
+    end_ms: int
+    tickers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    """Where a running backfill is; ``windows_total`` is an estimate until the end."""
+
+    chunks_done: int
+    chunks_total: int
+    ticker_days_done: int
+    ticker_days_total: int
+    windows: int
+    windows_total: int
+    rows_written: int
+    ticks: int
+    seconds: float
+
+    @property
+    def ticks_per_second(self) -> float:
+        return self.ticks / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.ticker_days_done:
+            return None
+        left = self.ticker_days_total - self.ticker_days_done
+        return self.seconds * left / self.ticker_days_done
+
+
+@dataclass
+class BackfillResult:
+    """What a backfill did: ``windows`` holding ticks (one row each), ``rows`` written,
+    ``ticks`` read (lookback rows aside); ``end_ms`` is the end of the range computed (the
+    last sealed minute at most)."""
+
+    start_ms: int
+    end_ms: int
+    tickers: int = 0
+    chunks: int = 0
+    windows: int = 0
+    rows: int = 0
+    ticks: int = 0
+    lookback_rows: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ticks_per_second(self) -> float:
+        return self.ticks / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Computed:
+    rows: pa.Table
+    ticks: int
+    lookback_rows: int
+    ticker_days: int
+
+
+def plan_chunks(
+    days: Mapping[str, set[int]], start_ms: int, end_ms: int, tickers_per_chunk: int
+) -> list[Chunk]:
+    """The chunks covering ``[start_ms, end_ms)`` (minute-aligned) for ``days`` (per
+    ticker, the UTC day numbers holding its ticks): per date in order, the tickers with
+    ticks that day in sorted groups of at most ``tickers_per_chunk``."""
+    by_day: dict[int, list[str]] = {}
+    for ticker, numbers in days.items():
+        for day in numbers:
+            if start_ms < (day + 1) * DAY_MS and day * DAY_MS < end_ms:
+                by_day.setdefault(day, []).append(ticker)
+    chunks = []
+    for day in sorted(by_day):
+        names = sorted(by_day[day])
+        lo, hi = max(start_ms, day * DAY_MS), min(end_ms, (day + 1) * DAY_MS)
+        for i in range(0, len(names), tickers_per_chunk):
+            chunks.append(Chunk(lo, hi, tuple(names[i : i + tickers_per_chunk])))
+    return chunks
+
+
+def backfill(
+    data: Path,
+    config: BackfillConfig,
+    clock: Clock,
+    progress: Callable[[BackfillProgress], None] | None = None,
+) -> BackfillResult:
+    """Recompute and upsert every sealed window of the range; see the module docstring.
+
+    Raises BackfillError before any work for an unusable request, and DatabaseLockedError
+    when another process held the database longer than ``lock_timeout`` (rows written so
+    far stay: rerun to finish).
+    """
+    data = Path(data)
+    started = time.perf_counter()
+    days = _check(data, config)
+    lo = config.start_ms - config.start_ms % MINUTE_MS
+    hi = -(-config.end_ms // MINUTE_MS) * MINUTE_MS
+    hi = min(hi, watermark_at(clock.now(), config.lateness))  # sealed windows only
+    result = BackfillResult(lo, max(lo, hi), tickers=len(days))
+    chunks = plan_chunks(days, lo, hi, config.tickers_per_chunk)
+    compute = _Compute(data, config.lateness, session_coverage(data))
+    writer = _Writer(data, config, clock, result)
+    ticker_days = sum(len(c.tickers) for c in chunks)
+    days_done = 0
+    try:
+        for done in _computed(compute, chunks, config):
+            result.chunks += 1
+            result.windows += done.rows.num_rows
+            result.ticks += done.ticks
+            result.lookback_rows += done.lookback_rows
+            days_done += done.ticker_days
+            writer.add(done.rows)
+            if progress is not None:
+                estimate = result.windows * ticker_days // max(days_done, 1)
+                progress(
+                    BackfillProgress(
+                        result.chunks,
+                        len(chunks),
+                        days_done,
+                        ticker_days,
+                        result.windows,
+                        result.windows if result.chunks == len(chunks) else estimate,
+                        result.rows,
+                        result.ticks,
+                        time.perf_counter() - started,
+                    )
+                )
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            writer.close(flush=False)
+        raise
+    writer.close(flush=True)
+    result.seconds = time.perf_counter() - started
+    log.info(
+        "event=backfill start_ms=%d end_ms=%d tickers=%d chunks=%d windows=%d rows=%d ticks=%d "
+        "lookback=%d transactions=%d workers=%d seconds=%.3f write_s=%.3f",
+        result.start_ms,
+        result.end_ms,
+        result.tickers,
+        result.chunks,
+        result.windows,
+        result.rows,
+        result.ticks,
+        result.lookback_rows,
+        result.transactions,
+        config.workers,
+        result.seconds,
+        result.timings.get("write", 0.0),
+    )
+    return result
+
+
+class _Writer:
+    """The single writer: upserts batches of about ``batch_rows`` rows, one transaction
+    each, in a thread, so chunks go on computing meanwhile; one batch is written while the
+    next one fills (bounded memory). Errors surface at the next batch or at ``close``."""
+
+    def __init__(
+        self, data: Path, config: BackfillConfig, clock: Clock, result: BackfillResult
+    ) -> None:
+        self.data, self.config, self.clock, self.result = data, config, clock, result
+        self.database = config.database or database_path(data)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="backfill-writer")
+        self.writing: Future[None] | None = None
+        self.stop = threading.Event()  # ends a wait for the lock when the backfill fails
+
+    def add(self, rows: pa.Table) -> None:
+        if rows.num_rows:
+            self.pending.append(rows)
+            self.pending_rows += rows.num_rows
+        if self.pending_rows >= self.config.batch_rows:
+            self._flush()
+
+    def close(self, *, flush: bool) -> None:
+        """Write what is pending and wait for the last transaction; without ``flush`` (an
+        error, Ctrl-C), drop what is pending and stop waiting for the lock."""
+        try:
+            if flush:
+                self._flush()
+            else:
+                self.stop.set()
+            self._wait()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        rows = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        self._wait()
+        self.writing = self.pool.submit(self._write, rows)
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
+
+    def _write(self, rows: pa.Table) -> None:
+        started = time.perf_counter()
+        at = rows.schema.get_field_index("computed_at")
+        now = pa.scalar(int(self.clock.now() * 1e6), ROW_SCHEMA.field(at).type)
+        rows = rows.set_column(at, "computed_at", pa.repeat(now, rows.num_rows))
+        self.result.rows += write_rows(
+            self.database,
+            rows,
+            lake=self.data,
+            clock=self.clock,
+            timeout=self.config.lock_timeout,
+            stop=self.stop,
+        )
+        self.result.transactions += 1
+        _timed(self.result, "write", time.perf_counter() - started)
+
+
+def _check(data: Path, config: BackfillConfig) -> dict[str, set[int]]:
+    """The days of the tickers to backfill (``LakeIndex.days``), or BackfillError."""
+    if not data.is_dir():
+        raise BackfillError(f"no data directory {data}")
+    if config.start_ms >= config.end_ms:
+        raise BackfillError(
+            f"start {_utc(config.start_ms)} is not before end {_utc(config.end_ms)}"
+        )
+    if config.workers < 1 or config.batch_rows < 1 or config.tickers_per_chunk < 1:
+        raise BackfillError("workers, batch_rows and tickers_per_chunk must be positive")
+    stored = LakeIndex(data).days()
+    if not stored:
+        raise BackfillError(f"no ticks in {data}: the lake is empty")
+    if config.tickers is None:
+        return stored
+    unknown = [t for t in dict.fromkeys(config.tickers) if t not in stored]
+    if unknown:
+        raise BackfillError(f"no data for ticker(s) {', '.join(unknown)} in {data}")
+    return {t: stored[t] for t in config.tickers}
+
+
+class _Compute:
+    """Computes one chunk; built once per worker process (the session log is read once)."""
+
+    def __init__(self, data: Path, lateness: float, coverage: SessionCoverage) -> None:
+        self.data, self.lateness, self.coverage = data, lateness, coverage
+
+    def __call__(self, chunk: Chunk) -> _Computed:
+        # Every minute of the range is requested, not only those holding ticks: no listing
+        # is needed, and a minute without ticks simply yields no row.
+        minutes = list(range(chunk.start_ms, chunk.end_ms, MINUTE_MS))
+        job = JobResult(done=False)
+        rows = compute_rows(
+            self.data,
+            dict.fromkeys(chunk.tickers, minutes),
+            lateness=self.lateness,
+            now=0.0,  # stamped by the writer
+            coverage=self.coverage,
+            index=LakeIndex(self.data),
+            threads=1,
+            result=job,
+        )
+        return _Computed(rows, job.ticks, job.lookback_rows, len(chunk.tickers))
+
+
+_worker: _Compute | None = None
+
+
+def _start_worker(compute: _Compute) -> None:
+    global _worker
+    _worker = compute
+
+
+def _run_in_worker(chunk: Chunk) -> _Computed:
+    assert _worker is not None, "worker not initialized"
+    return _worker(chunk)
+
+
+def _computed(
+    compute: _Compute, chunks: list[Chunk], config: BackfillConfig
+) -> Iterator[_Computed]:
+    """Each chunk's result, in order; at most two chunks per worker in flight."""
+    if config.workers == 1:
+        yield from map(compute, chunks)
+        return
+    pool: Executor
+    if config.pool == "thread":
+        pool = ThreadPoolExecutor(config.workers, thread_name_prefix="backfill")
+        run: Callable[[Chunk], _Computed] = compute
+    else:
+        context = multiprocessing.get_context("forkserver")  # never fork a threaded process
+        context.set_forkserver_preload(["analytics.backfill"])
+        pool = ProcessPoolExecutor(
+            config.workers, mp_context=context, initializer=_start_worker, initargs=(compute,)
+        )
+        run = _run_in_worker
+    todo = iter(chunks)
+    queue: deque[Future[_Computed]] = deque(
+        pool.submit(run, chunk) for chunk in itertools.islice(todo, 2 * config.workers)
+    )
+    try:
+        while queue:
+            done = queue.popleft().result()
+            queue.extend(pool.submit(run, chunk) for chunk in itertools.islice(todo, 1))
+            yield done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _timed(result: BackfillResult, name: str, seconds: float) -> None:
+    result.timings[name] = result.timings.get(name, 0.0) + seconds
+
+
+def _utc(epoch_ms: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

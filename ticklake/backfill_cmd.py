@@ -1,0 +1,221 @@
+"""``ticklake backfill``: recompute features over stored ticks, with a progress bar.
+
+The work is :func:`analytics.backfill.backfill`; this module holds the options, the
+progress bar on stderr (a line redrawn in place on a terminal; elsewhere a plain line
+every ``PROGRESS_EVERY`` seconds) and the one-line summary on stdout.
+
+Exit status: 0 done (also when the range held no ticks); 2 when the request cannot be
+served (start not before end, an unknown ticker, no data directory, an unreadable lake
+file) or another process held the database longer than ``--lock-timeout`` (rows written
+until then are kept: rerun the same command to finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TextIO
+
+from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, BackfillResult
+from analytics.backfill import backfill as run_backfill
+from analytics.database import DatabaseError
+from recorder.lake import LakeError
+from ticklake.analyze_cmd import DATABASE, LOCK_TIMEOUT
+from ticklake.clock import Clock, SystemClock
+from ticklake.config import Option, add_options, positive_int, utc_time
+from ticklake.record_cmd import DATA, RECORD_OPTIONS, tickers
+
+__all__ = [
+    "BACKFILL_OPTIONS",
+    "DESCRIPTION",
+    "ProgressBar",
+    "add_backfill_arguments",
+    "progress_text",
+    "run",
+    "summary",
+]
+
+PROGRESS_EVERY: Final = 10.0  # seconds between plain progress lines when not on a terminal
+REDRAW_EVERY: Final = 0.1  # seconds between redraws on a terminal
+BAR_WIDTH: Final = 24
+WORKERS = Option(
+    "workers",
+    positive_int,
+    os.cpu_count() or 1,
+    "backfill processes computing chunks at once (the database writer is the main process)",
+)
+BACKFILL_OPTIONS: Final = (
+    DATA,
+    next(o for o in RECORD_OPTIONS if o.name == "lateness"),
+    DATABASE,
+    LOCK_TIMEOUT,
+    WORKERS,
+)
+DESCRIPTION: Final = (
+    "Recompute the features of every sealed window in [--start, --end) from the ticks "
+    "stored in the lake (minute files and compacted history), exactly as the per-minute "
+    "job computes them, and upsert them into DuckDB in small transactions: safe beside a "
+    "running recorder, idempotent, interruptible (rerun to finish)."
+)
+
+
+def add_backfill_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
+    """``--start``, ``--end``, ``--tickers`` and ``BACKFILL_OPTIONS``."""
+    parser.add_argument(
+        "--start",
+        type=utc_time,
+        required=True,
+        help="first window, ISO-8601 UTC (2024-04-15 or 2024-04-15T13:30Z); a window "
+        "containing it is included",
+    )
+    parser.add_argument(
+        "--end", type=utc_time, required=True, help="end of the range, exclusive (ISO-8601 UTC)"
+    )
+    parser.add_argument(
+        "--tickers",
+        type=tickers,
+        metavar="SYMBOLS",
+        help="comma-separated symbols (default: every ticker in the lake)",
+    )
+    add_options(parser, BACKFILL_OPTIONS, file_values)
+
+
+def run(ns: argparse.Namespace, clock: Clock | None = None, err: TextIO | None = None) -> int:
+    """Backfill as ``ns`` asks; returns the exit status (see the module docstring)."""
+    err = err or sys.stderr
+    config = BackfillConfig(
+        start_ms=round(ns.start * 1000),
+        end_ms=round(ns.end * 1000),
+        tickers=tuple(ns.tickers) if ns.tickers else None,
+        workers=ns.workers,
+        lateness=ns.lateness,
+        database=ns.database,
+        lock_timeout=ns.lock_timeout,
+    )
+    bar = ProgressBar(err)
+    try:
+        result = run_backfill(ns.data, config, clock or SystemClock(), bar)
+    except BackfillError as exc:
+        return _fail(err, str(exc))
+    except DatabaseError as exc:
+        bar.close()
+        written = f"{bar.rows_written:,} rows written so far are kept; " if bar.rows_written else ""
+        return _fail(err, f"{_line(exc)}; {written}rerun the same command to finish")
+    except (LakeError, OSError) as exc:
+        bar.close()
+        return _fail(err, _line(exc))
+    bar.close()
+    print(summary(result))
+    return 0
+
+
+class ProgressBar:
+    """Shows ``BackfillProgress`` on ``out``: redrawn in place (``\\r``) on a terminal at
+    most every ``REDRAW_EVERY`` seconds, else a plain line every ``PROGRESS_EVERY``."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        tty: bool | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out, self.now = out, now
+        self.tty = out.isatty() if tty is None else tty
+        self.every = REDRAW_EVERY if self.tty else PROGRESS_EVERY
+        self.last = now()
+        self.width = 0
+        self.rows_written = 0
+
+    def __call__(self, progress: BackfillProgress) -> None:
+        self.rows_written = progress.rows_written
+        moment = self.now()
+        final = progress.chunks_done == progress.chunks_total
+        if moment - self.last < self.every and not (final and self.tty):
+            return
+        self.last = moment
+        text = progress_text(progress)
+        if self.tty:
+            self.out.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        """End the redrawn line, so what follows starts on a new one."""
+        if self.tty and self.width:
+            self.out.write("\n")
+            self.out.flush()
+            self.width = 0
+
+
+def progress_text(p: BackfillProgress) -> str:
+    """``[#####-----]  42%  357/850 ticker-days  16,001/~38,100 windows  9.81 M ticks/s
+    ETA 0:00:12`` (``~``: an estimate until every chunk is done)."""
+    fraction = p.ticker_days_done / p.ticker_days_total if p.ticker_days_total else 1.0
+    filled = round(fraction * BAR_WIDTH)
+    about = "" if p.chunks_done == p.chunks_total else "~"
+    eta = p.eta_seconds
+    return (
+        f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {fraction:4.0%}  "
+        f"{p.ticker_days_done:,}/{p.ticker_days_total:,} ticker-days  "
+        f"{p.windows:,}/{about}{p.windows_total:,} windows  "
+        f"{p.ticks_per_second / 1e6:.2f} M ticks/s  "
+        f"ETA {'?' if eta is None else _duration(eta)}"
+    )
+
+
+def summary(r: BackfillResult) -> str:
+    """The one-line result: windows, rows, ticks, seconds, ticks/s, and the range."""
+    return (
+        f"backfilled {_count(r.windows, 'window')} of {_count(r.tickers, 'ticker')} "
+        f"({_utc(r.start_ms)} to {_utc(r.end_ms)}): {_count(r.rows, 'row')} written in "
+        f"{_count(r.transactions, 'transaction')}, {_count(r.ticks, 'tick')} in "
+        f"{r.seconds:.1f} s ({r.ticks_per_second / 1e6:.2f} M ticks/s)"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds + 0.5)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _utc(epoch_ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail(err: TextIO, message: str) -> int:
+    print(f"ticklake backfill: {message}", file=err, flush=True)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ticklake.backfill_cmd --start … --end …`` (until ``ticklake backfill``
+    is wired into ``ticklake.cli``)."""
+    parser = argparse.ArgumentParser(prog="ticklake backfill", description=DESCRIPTION)
+    add_backfill_arguments(parser, {})
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return run(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
