@@ -243,6 +243,7 @@ def _reader() -> duckdb.DuckDBPyConnection:
     con: duckdb.DuckDBPyConnection | None = getattr(_readers, "con", None)
     if con is None:
         con = _readers.con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")  # it would print on stdout
     return con
 
 

@@ -25,7 +25,8 @@ from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, 
 from analytics.backfill import backfill as run_backfill
 from analytics.database import DatabaseError
 from recorder.lake import LakeError
-from ticklake.analyze_cmd import DATABASE, LOCK_TIMEOUT
+from ticklake.analyze_cmd import DATABASE
+from ticklake.analyze_cmd import LOCK_TIMEOUT as ANALYZE_LOCK_TIMEOUT
 from ticklake.clock import Clock, SystemClock
 from ticklake.config import Option, add_options, positive_int, utc_time
 from ticklake.record_cmd import DATA, RECORD_OPTIONS, tickers
@@ -47,7 +48,14 @@ WORKERS = Option(
     "workers",
     positive_int,
     os.cpu_count() or 1,
-    "backfill processes computing chunks at once (the database writer is the main process)",
+    "backfill threads computing chunks at once (plus one writing to the database)",
+)
+LOCK_TIMEOUT = Option(  # the same setting as the job's, described for this command
+    ANALYZE_LOCK_TIMEOUT.name,
+    ANALYZE_LOCK_TIMEOUT.parse,
+    ANALYZE_LOCK_TIMEOUT.default,
+    "seconds to wait while another process holds the database before giving up "
+    "(rows written until then are kept; rerun to finish)",
 )
 BACKFILL_OPTIONS: Final = (
     DATA,

@@ -129,9 +129,11 @@ def test_a_subset_of_tickers(lake, tmp_path) -> None:
     assert ours == {k: [v[i] for i in keep] for k, v in theirs.items()}
 
 
-def test_two_worker_processes_give_the_same_rows(lake, tmp_path) -> None:
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_two_workers_give_the_same_rows(lake, tmp_path, pool) -> None:
     data, live, clock = lake
-    result = run(data, tmp_path / "b.duckdb", clock, workers=2, tickers_per_chunk=1, batch_rows=40)
+    db = tmp_path / "b.duckdb"
+    result = run(data, db, clock, workers=2, pool=pool, tickers_per_chunk=1, batch_rows=40)
     assert result.chunks == len(TICKERS) and result.transactions == 2  # 40 rows: 2 chunks
     assert rows(tmp_path / "b.duckdb") == columns_of(live, ROW_COLUMNS)
 
