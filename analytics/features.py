@@ -141,7 +141,7 @@ def compute_features(
         "close": pa.array(price[last]),
         "first_time": pa.array(time_ms[starts], TIME_TYPE),
         "last_time": pa.array(time_ms[last], TIME_TYPE),
-        "market_hours": pc.take(t["market_hours"], pa.array(last_row)),
+        "market_hours": pc.take(t["market_hours"], pa.array(last_row)).cast(pa.string()),
     }
     for name, (values, defined) in feats.items():
         columns[name] = pa.array(values[chosen], mask=~defined[chosen])
@@ -209,7 +209,7 @@ def _normalize(table: pa.Table, what: str) -> pa.Table:
             "seq": table["seq"].cast(_I64),
             "price": table["price"].cast(_F32),
         }
-        | {k: table[k].cast(v) if k in have else pa.nulls(n, v) for k, v in optional.items()}
+        | {k: _cast(table[k], v) if k in have else pa.nulls(n, v) for k, v in optional.items()}
     )
     if out["seq"].null_count:
         raise FeatureInputError(f"{what} have {out['seq'].null_count} rows without a seq")
@@ -218,6 +218,13 @@ def _normalize(table: pa.Table, what: str) -> pa.Table:
         valid = pc.and_(pc.is_valid(out["ticker"]), pc.is_valid(out["time"]))
         drop |= ~np.asarray(valid.to_numpy(), np.bool_)
     return out.filter(pa.array(~drop)) if drop.any() else out
+
+
+def _cast(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """``column`` as ``kind``; a dictionary of ``kind`` stays one (decoded per window)."""
+    if pa.types.is_dictionary(column.type) and column.type.value_type == kind:
+        return column
+    return column.cast(kind)
 
 
 def _encode(symbols: pa.ChunkedArray) -> tuple[Codes, list[str], NDArray[np.intp]]:

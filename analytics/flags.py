@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from analytics.codes import ticker_codes
 from recorder.schema import TIME_TYPE
 from recorder.sessions import Session, gaps
 
 __all__ = ["SessionCoverage", "late_flags"]
 
 MINUTE_MS = 60_000
+_NEVER = np.iinfo(np.int64).min  # a NULL received_at is never late
 
 
 def late_flags(features: pa.Table, ticks: pa.Table, lateness_s: float) -> pa.Array:
@@ -37,23 +39,34 @@ def late_flags(features: pa.Table, ticks: pa.Table, lateness_s: float) -> pa.Arr
     n = features.num_rows
     if n == 0:
         return pa.array([], pa.bool_())
-    usable = pc.and_(pc.is_valid(ticks["time"]), pc.is_valid(ticks["price"]))
-    t = ticks.filter(usable)
-    names = pa.array(pc.unique(features["ticker"]).to_pylist(), pa.string())
-    tick_code = _codes(t["id"], names)
+    ids = ticks["id"]
+    if isinstance(ids, pa.ChunkedArray) and ids.num_chunks == 1:
+        ids = ids.chunk(0)
+    if pa.types.is_dictionary(ids.type) and isinstance(ids, pa.Array):  # the loader's ticks
+        names = ids.dictionary.cast(pa.string())
+    else:
+        names = pa.array(pc.unique(features["ticker"]).to_pylist(), pa.string())
+    tick_code = ticker_codes(ids, names)
+    for name in ("time", "price"):  # a tick needs both
+        if ticks[name].null_count:
+            tick_code[~np.asarray(ticks[name].is_valid().to_numpy(), np.bool_)] = -1
     keep = np.flatnonzero(tick_code >= 0)
     late = np.zeros(n, np.bool_)
     if len(keep) == 0:
         return pa.array(late)
-    tick_minute = _int64(t["time"])[keep] // MINUTE_MS
-    received = _int64(pc.fill_null(t["received_at"].cast(pa.int64()), np.iinfo(np.int64).min))
-    row_code = _codes(features["ticker"], names)
+    all_kept = len(keep) == ticks.num_rows
+    tick_minute = _int64(ticks["time"]) // MINUTE_MS
+    received = _int64(pc.fill_null(ticks["received_at"].cast(pa.int64()), _NEVER))
+    if not all_kept:
+        tick_code, tick_minute, received = tick_code[keep], tick_minute[keep], received[keep]
+    row_code = ticker_codes(features["ticker"], names)
     row_minute = _int64(features["window_start"]) // MINUTE_MS
     low = min(int(row_minute.min()), int(tick_minute.min()))
     span = max(int(row_minute.max()), int(tick_minute.max())) - low + 1
-    tick_key = tick_code[keep] * span + (tick_minute - low)
-    order = np.argsort(tick_key, kind="stable")
-    tick_key, received = tick_key[order], received[keep][order]
+    tick_key = tick_code * span + (tick_minute - low)
+    if np.any(tick_key[1:] < tick_key[:-1]):  # the loader's order (ticker, time) is sorted
+        order = np.argsort(tick_key, kind="stable")
+        tick_key, received = tick_key[order], received[order]
     firsts = np.flatnonzero(np.r_[True, tick_key[1:] != tick_key[:-1]])
     keys, latest = tick_key[firsts], np.maximum.reduceat(received, firsts)
     row_key = row_code * span + (row_minute - low)
@@ -62,12 +75,6 @@ def late_flags(features: pa.Table, ticks: pa.Table, lateness_s: float) -> pa.Arr
     limit = _int64(features["window_end"]) * 1000 + round(lateness_s * 1_000_000)
     late[found] = latest[pos[found]] > limit[found]
     return pa.array(late)
-
-
-def _codes(symbols: pa.ChunkedArray | pa.Array, names: pa.Array) -> NDArray[np.int64]:
-    """Index of each symbol in ``names``, -1 if absent."""
-    found = pc.index_in(symbols.cast(pa.string()), value_set=names)
-    return _int64(pc.fill_null(found, -1))
 
 
 def _int64(column: pa.ChunkedArray | pa.Array) -> NDArray[np.int64]:
@@ -111,10 +118,10 @@ class SessionCoverage:
         known = np.zeros(n, np.bool_)
         if n == 0:
             return pa.array([], pa.bool_())
-        tickers = features["ticker"].to_numpy(zero_copy_only=False)
         start_s = features["window_start"].cast(TIME_TYPE).cast(pa.int64()).to_numpy() / 1000
         end_s = features["window_end"].cast(TIME_TYPE).cast(pa.int64()).to_numpy() / 1000
-        symbols, inverse = np.unique(tickers, return_inverse=True)
+        symbols = pc.unique(features["ticker"]).to_pylist()
+        inverse = ticker_codes(features["ticker"], pa.array(symbols, pa.string()))
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(symbols) + 1))
         for i, symbol in enumerate(symbols):

@@ -125,9 +125,7 @@ def compute_rows(
         .append_column("gap", coverage.gap_flags(features))
         .append_column(
             "computed_at",
-            pa.array([int(now * 1e6)] * features.num_rows, pa.int64()).cast(
-                pa.timestamp("us", tz="UTC")
-            ),
+            pa.repeat(pa.scalar(int(now * 1e6), pa.timestamp("us", tz="UTC")), features.num_rows),
         )
     )
     result.timed("load", loaded_at - started)

@@ -12,7 +12,9 @@ read from its history day file when it exists (only the row groups of the reques
 minutes), else from its minute files (``analytics.lakeindex``); the requested windows
 come back as a table even where no file exists (those yield no feature row); ``ticks``
 has the ``LOAD_COLUMNS`` of ``LAKE_SCHEMA``, sorted by (ticker, time, seq) within each
-ticker, its lookback rows first.
+ticker, its lookback rows first; its ``id`` is dictionary-encoded over the requested
+tickers and ``market_hours`` dictionary-encoded too (``load_schema``): a day file's
+strings read ~1.3x faster that way, and tickers compare as integers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from analytics.codes import ticker_codes
 from analytics.lakeindex import DAY_MS, FileKey, LakeIndex, file_key, minute_path
 from analytics.lookback import (
     PROBE_MINUTES,
@@ -45,7 +48,15 @@ from recorder.lake import LakeReadError
 from recorder.layout import MINUTE_MS
 from recorder.schema import LAKE_SCHEMA, TIME_TYPE
 
-__all__ = ["LOAD_COLUMNS", "Loaded", "load_windows", "next_windows", "read_files", "read_sources"]
+__all__ = [
+    "LOAD_COLUMNS",
+    "Loaded",
+    "load_schema",
+    "load_windows",
+    "next_windows",
+    "read_files",
+    "read_sources",
+]
 
 LOAD_COLUMNS: Final = ("id", "time", "seq", "price", "day_volume", "market_hours", "received_at")
 
@@ -139,9 +150,7 @@ def load_windows(
                     paths.append(path)
     ticks = read_sources(paths, days, names)
     names_array = pa.array(sorted(requested), pa.string())
-    code = np.asarray(
-        pc.fill_null(pc.index_in(ticks["id"], value_set=names_array), -1).to_numpy(), np.int64
-    )
+    code = ticker_codes(ticks["id"], names_array)
     if len(code) and (code[0] < 0 or np.any(np.diff(code) < 0)):  # not the lake's invariants
         keep = np.flatnonzero(code >= 0)
         keep = keep[np.argsort(code[keep], kind="stable")]
@@ -160,10 +169,7 @@ def load_windows(
             parts = list(pool.map(one, range(len(names_array))))
     else:
         parts = [one(i) for i in range(len(names_array))]
-    schema = pa.schema([LAKE_SCHEMA.field(c) for c in names])
-    ticks = (
-        pa.concat_tables([p[0] for p in parts]).combine_chunks() if parts else schema.empty_table()
-    )
+    ticks = _with_ids([p[0] for p in parts], names_array, names)
     counts = [len(minutes) for minutes in requested.values()]
     which = np.repeat(np.arange(len(counts)), counts)
     starts = np.fromiter(itertools.chain.from_iterable(requested.values()), np.int64, sum(counts))
@@ -174,6 +180,19 @@ def load_windows(
         }
     )
     return Loaded(ticks, table, sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+
+_DICTIONARY_COLUMNS: Final = ("id", "market_hours")
+
+
+def load_schema(columns: Sequence[str]) -> pa.Schema:
+    """The types of loaded ``columns``: LAKE_SCHEMA's, strings of ``_DICTIONARY_COLUMNS``
+    dictionary-encoded."""
+    fields = [LAKE_SCHEMA.field(c) for c in columns]
+    return pa.schema(
+        f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in _DICTIONARY_COLUMNS else f
+        for f in fields
+    )
 
 
 def read_sources(
@@ -189,7 +208,8 @@ def read_sources(
     parts = [_read_day(ticker, path, minutes, columns) for ticker, path, minutes in days]
     if paths or not parts:
         parts.append(read_files(paths, columns))
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    # combine_chunks unifies the parts' dictionaries
+    table = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
     if paths and days:  # both tiers (a day compacted meanwhile, history imported late)
         table = table.sort_by([("id", "ascending"), ("time", "ascending"), ("seq", "ascending")])
     return table
@@ -199,25 +219,42 @@ def _read_day(ticker: str, path: Path, minutes: list[int], columns: Sequence[str
     read = [c for c in columns if c != "id"]
     try:
         if len(minutes) == DAY_MS // MINUTE_MS:
-            table = read_day(path, read)
+            table = read_day(path, read, dictionary=["market_hours"])
         else:
-            table = read_day_minutes(path, minutes, read)
+            table = read_day_minutes(path, minutes, read, dictionary=["market_hours"])
     except (OSError, pa.ArrowException) as exc:
         reason = str(exc).splitlines()[0]
         raise LakeReadError(f"cannot read {path}: {reason}; move a damaged file aside") from exc
-    if "id" in columns:
-        table = table.append_column("id", pa.repeat(pa.scalar(ticker), table.num_rows))
-    return table.select(list(columns))
+    if "id" in columns:  # dictionary-encoded: one value, cheap to build and to compare
+        ids = np.zeros(table.num_rows, np.int32)
+        table = table.append_column("id", pa.DictionaryArray.from_arrays(ids, [ticker]))
+    return table.select(list(columns)).cast(load_schema(columns))
+
+
+def _with_ids(parts: list[pa.Table], names: pa.Array, columns: list[str]) -> pa.Table:
+    """The tickers' tables (in ``names`` order, one per ticker) as one table whose ``id``
+    is dictionary-encoded over ``names``, so later lookups cost one pass over integers."""
+    schema = load_schema(columns)
+    if not parts:
+        return schema.empty_table()
+    counts = np.array([p.num_rows for p in parts], np.int64)
+    rest = [c for c in columns if c != "id"]
+    types = schema.remove(schema.get_field_index("id"))
+    table = pa.concat_tables([p.select(rest).cast(types) for p in parts]).combine_chunks()
+    codes = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
+    ids = pa.DictionaryArray.from_arrays(codes, names)
+    return table.append_column("id", ids).select(columns)
 
 
 def read_files(paths: Sequence[Path], columns: Sequence[str]) -> pa.Table:
-    """The rows of exactly these lake files (they must exist), sorted by (id, time, seq).
+    """The rows of exactly these lake files (they must exist), sorted by (id, time, seq),
+    typed by ``load_schema``.
 
     One DuckDB scan over the explicit list, on a connection kept per thread: several times
     faster than opening small Parquet files one by one from Python (500 minute files:
     ~0.12-0.15 s instead of ~0.3-0.45 s, also with a pool of threads).
     """
-    schema = pa.schema([LAKE_SCHEMA.field(c) for c in columns])
+    schema = load_schema(columns)
     if not paths:
         return schema.empty_table()
     selected = ", ".join(f'"{c}"' for c in columns)
@@ -302,6 +339,7 @@ def _finish_ticker(
         files += read
         if row is not None:
             extra.append(row)
-    if extra:
-        ticks = pa.concat_tables([*extra, ticks])
+    if extra:  # ids differ in type (dictionary, plain): _with_ids sets them all
+        rest = load_schema([c for c in columns if c != "id"])
+        ticks = pa.concat_tables([t.select(rest.names).cast(rest) for t in [*extra, ticks]])
     return ticks, len(extra), files
