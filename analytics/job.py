@@ -74,7 +74,7 @@ class JobConfig:
     chunk_minutes: int = 60
     lock_timeout: float = WRITER_TIMEOUT
     database: Path | None = None
-    threads: int = 4
+    threads: int = 1  # per-ticker finishing is GIL-bound: 500 tickers 0.1 s on 1, 0.34 s on 4
 
 
 @dataclass

@@ -26,14 +26,13 @@ from recorder.layout import (
     lake_days,
     ticker_dir,
 )
+from recorder.recent import FileKey, file_key
 
 __all__ = ["DAY_MS", "FileKey", "LakeIndex", "file_key", "minute_path"]
 
 LIST_ABOVE_MINUTES: Final = 120  # longer ranges (within a date) are listed, shorter probed
 DAY_MS: Final = 24 * 3600 * 1000
 _EPOCH: Final = dt.date(1970, 1, 1)
-
-FileKey = tuple[int, int, int]
 
 
 class LakeIndex:
@@ -131,12 +130,3 @@ def minute_path(root: Path, ticker: str, minute: int) -> Path:
 @functools.lru_cache(maxsize=4096)
 def _ticker_folder(root: Path, ticker: str) -> str:
     return os.fspath(ticker_dir(root, ticker))
-
-
-def file_key(path: Path) -> FileKey | None:
-    """(inode, mtime, size) of a file, None if missing: an atomic replace changes it."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size

@@ -46,6 +46,7 @@ from analytics.lookback import (
 from recorder.history import read_day, read_day_minutes
 from recorder.lake import LakeReadError
 from recorder.layout import MINUTE_MS
+from recorder.recent import RECENT
 from recorder.schema import LAKE_SCHEMA, TIME_TYPE
 
 __all__ = [
@@ -129,6 +130,7 @@ def load_windows(
 
     keys: dict[str, list[FileKey | None]] = {}
     paths: list[Path] = []
+    recent: list[pa.Table] = []
     days: list[tuple[str, Path, list[int]]] = []
     for ticker, ms in requested.items():
         keys[ticker] = []
@@ -145,10 +147,16 @@ def load_windows(
                 continue
             for minute in day_minutes:
                 path = minute_path(index.root, ticker, minute)
-                keys[ticker].append(file_key(path))
-                if keys[ticker][-1] is not None:
+                key = file_key(path)
+                keys[ticker].append(key)
+                if key is None:
+                    continue
+                known = RECENT.get(path, key)  # this process wrote it: no need to read it
+                if known is not None:
+                    recent.append(known)
+                else:
                     paths.append(path)
-    ticks = read_sources(paths, days, names)
+    ticks = read_sources(paths, days, names, recent)
     names_array = pa.array(sorted(requested), pa.string())
     code = ticker_codes(ticks["id"], names_array)
     if len(code) and (code[0] < 0 or np.any(np.diff(code) < 0)):  # not the lake's invariants
@@ -196,23 +204,43 @@ def load_schema(columns: Sequence[str]) -> pa.Schema:
 
 
 def read_sources(
-    paths: Sequence[Path], days: Sequence[tuple[str, Path, list[int]]], columns: Sequence[str]
+    paths: Sequence[Path],
+    days: Sequence[tuple[str, Path, list[int]]],
+    columns: Sequence[str],
+    recent: Sequence[pa.Table] = (),
 ) -> pa.Table:
-    """The rows of exactly these minute files and of these (ticker, day file, minutes),
-    grouped by ``id`` in the order given and sorted by (time, seq) within each.
+    """The rows of exactly these minute files, of these (ticker, day file, minutes) and of
+    ``recent`` (minute files' tables held in memory, ``recorder.recent``), grouped by
+    ``id`` in the order given and sorted by (time, seq) within each.
 
     Day files are read with PyArrow, only the row groups holding the minutes (the whole
     file for a whole day), and without their ``id`` column: a day file holds one ticker.
     Minute files are read in one DuckDB scan.
     """
+    schema = load_schema(columns)
     parts = [_read_day(ticker, path, minutes, columns) for ticker, path, minutes in days]
-    if paths or not parts:
+    if paths or not (parts or recent):
         parts.append(read_files(paths, columns))
+    if recent:  # LAKE_SCHEMA tables: cast once
+        parts.append(pa.concat_tables(t.select(list(columns)) for t in recent).cast(schema))
     # combine_chunks unifies the parts' dictionaries
     table = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
-    if paths and days:  # both tiers (a day compacted meanwhile, history imported late)
-        table = table.sort_by([("id", "ascending"), ("time", "ascending"), ("seq", "ascending")])
+    if len(parts) > 1 and (paths or recent):  # minute files and another source
+        table = _sorted(table)
     return table
+
+
+def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` cast to ``schema`` (a no-op costs ~10 us a column: skipped)."""
+    return table if table.schema.equals(schema) else table.cast(schema)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    """``table`` sorted by (id, time, seq); ``id`` is one dictionary (PyArrow does not sort
+    dictionaries), so rows are grouped by its codes, not alphabetically."""
+    ids = table["id"].combine_chunks()
+    keys = [np.asarray(table[c].cast(pa.int64()).to_numpy(), np.int64) for c in ("seq", "time")]
+    return table.take(pa.array(np.lexsort((*keys, ids.indices.to_numpy()))))
 
 
 def _read_day(ticker: str, path: Path, minutes: list[int], columns: Sequence[str]) -> pa.Table:
@@ -240,7 +268,7 @@ def _with_ids(parts: list[pa.Table], names: pa.Array, columns: list[str]) -> pa.
     counts = np.array([p.num_rows for p in parts], np.int64)
     rest = [c for c in columns if c != "id"]
     types = schema.remove(schema.get_field_index("id"))
-    table = pa.concat_tables([p.select(rest).cast(types) for p in parts]).combine_chunks()
+    table = pa.concat_tables(_as(p.select(rest), types) for p in parts).combine_chunks()
     codes = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
     ids = pa.DictionaryArray.from_arrays(codes, names)
     return table.append_column("id", ids).select(columns)
@@ -341,5 +369,5 @@ def _finish_ticker(
             extra.append(row)
     if extra:  # ids differ in type (dictionary, plain): _with_ids sets them all
         rest = load_schema([c for c in columns if c != "id"])
-        ticks = pa.concat_tables([t.select(rest.names).cast(rest) for t in [*extra, ticks]])
+        ticks = pa.concat_tables(_as(t.select(rest.names), rest) for t in [*extra, ticks])
     return ticks, len(extra), files

@@ -24,6 +24,7 @@ __all__ = [
     "fsync_directory",
     "make_dirs_durable",
     "replace_file",
+    "replace_file_stat",
     "temporary_path",
     "temporary_pid",
 ]
@@ -72,6 +73,12 @@ def replace_file(path: Path, write: Callable[[Path], None]) -> int:
     Returns the new file's size in bytes. Any OSError (ENOSPC, EACCES, EIO, ...) propagates
     after the temporary has been removed; ``path`` then still holds its old content.
     """
+    return replace_file_stat(path, write).st_size
+
+
+def replace_file_stat(path: Path, write: Callable[[Path], None]) -> os.stat_result:
+    """``replace_file``, returning the new file's stat taken just before the rename (the
+    identity it has at ``path`` until something replaces it)."""
     make_dirs_durable(path.parent)
     tmp = temporary_path(path)
     try:
@@ -79,7 +86,7 @@ def replace_file(path: Path, write: Callable[[Path], None]) -> int:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
-            size = os.fstat(fd).st_size
+            stat = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -88,7 +95,7 @@ def replace_file(path: Path, write: Callable[[Path], None]) -> int:
             tmp.unlink()
         raise
     fsync_directory(path.parent)
-    return size
+    return stat
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

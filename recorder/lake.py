@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recorder.atomic import replace_file, temporary_pid
+from recorder.atomic import replace_file_stat, temporary_pid
 from recorder.dedupe import conform, merge_ticks
 from recorder.history import (
     day_minutes,
@@ -65,6 +65,7 @@ from recorder.layout import (
     parse_minute_dir,
     utc_date,
 )
+from recorder.recent import RECENT, file_key, key_of
 from recorder.schema import LAKE_SCHEMA
 from recorder.symbols import SymbolError, valid_symbol_mask, validate_symbol
 
@@ -229,7 +230,9 @@ def _replace(path: Path, table: pa.Table, *, day: bool = False) -> int:
     try:
         if day:
             return write_day_atomically(table, path)
-        return replace_file(path, lambda tmp: _write_parquet(table, tmp))
+        stat = replace_file_stat(path, lambda tmp: _write_parquet(table, tmp))
+        RECENT.remember(path, key_of(stat), table)  # this process reads it from memory
+        return stat.st_size
     except OSError as exc:
         reason = str(exc.strerror or exc).replace("\n", " ")
         raise LakeWriteError(f"cannot write {path}: {reason}") from exc
@@ -422,6 +425,9 @@ def _check_rows(rows: pa.Table, ticker: str, minute_start_ms: int) -> None:
 
 
 def _read_existing(path: Path) -> pa.Table:
+    known = RECENT.get(path, file_key(path))  # written by this process, unchanged since
+    if known is not None:
+        return known
     try:
         table = pq.ParquetFile(path).read()
     except FileNotFoundError:

@@ -1,0 +1,101 @@
+"""Minute files this process wrote lately, kept in memory under the identity they were
+written with, so the same process can use them again without reading them.
+
+The lake writer remembers every minute file it writes: the table, and the file's
+(inode, mtime, size) taken from the temporary just before it was renamed into place. A
+reader of this process that finds the file with exactly that identity gets the table
+back instead of reading the file: the per-minute job running inside ``ticklake record``
+gets the minutes the recorder just flushed, and the writer merges new ticks into the
+file it wrote a cycle ago without reading it back.
+
+Invariants: a table is only ever served for the identity of the file it was written as;
+any later change of the file (another process replaced it, compaction removed it, a
+restore copied it back) changes that identity (a new inode at least), so a stale table is
+never served. Memory is bounded by ``max_bytes`` (Arrow buffer sizes), oldest dropped
+first. A process that reads what another process wrote (``ticklake analyze`` beside a
+recorder) simply finds nothing here and reads the files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+
+__all__ = ["RECENT", "FileKey", "RecentFiles", "file_key", "key_of"]
+
+FileKey = tuple[int, int, int]
+
+MAX_BYTES: Final = 24 << 20  # ~1,200 minute files of 60 ticks: 2 minutes of 500 tickers
+
+
+def key_of(stat: os.stat_result) -> FileKey:
+    """A file's identity: (inode, mtime in ns, size); an atomic replace changes it."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def file_key(path: Path | str) -> FileKey | None:
+    """The identity of the file at ``path``, None if it does not exist."""
+    try:
+        return key_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+class RecentFiles:
+    """Tables of recently written files by path, each with the file's identity."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[FileKey, pa.Table, int]] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def remember(self, path: Path | str, key: FileKey, table: pa.Table) -> None:
+        """``table`` is the content of the file ``path`` written with identity ``key``."""
+        name, size = os.fspath(path), table.nbytes
+        with self._lock:
+            self._drop(name)
+            if size > self.max_bytes:
+                return
+            self._entries[name] = (key, table, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def get(self, path: Path | str, key: FileKey | None) -> pa.Table | None:
+        """The table written as ``path`` if the file still has identity ``key``."""
+        name = os.fspath(path)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or key is None or entry[0] != key:
+                self.misses += 1
+                return None
+            self.hits += 1
+            return entry[1]
+
+    def forget(self, path: Path | str) -> None:
+        with self._lock:
+            self._drop(os.fspath(path))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._bytes -= entry[2]
+
+
+RECENT: Final = RecentFiles()
