@@ -1,10 +1,12 @@
 """The views of ``sql/views.sql`` for one data directory, and when they need re-creating.
 
 ``{{lake}}`` in the file stands for the lake's ``read_parquet(...)`` expression
-(``recorder.layout.duckdb_read_sql``). DuckDB binds a view when it is created and refuses
-a glob that matches no file, so while the lake is still empty the placeholder becomes an
-empty relation with the same columns; the writer swaps in the real one once the first
-minute file exists. A signature of the text created is kept in ``meta.views_signature``.
+(``recorder.layout.duckdb_read_sql``), ``{{ticker_lake}}`` for one ticker's
+(``duckdb_ticker_sql``, whose macro parameters are ``symbol`` and ``day``). DuckDB binds a
+view when it is created and refuses a glob that matches no file, so while the lake is still
+empty the placeholder becomes an empty relation with the same columns; the writer swaps in
+the real one once the first minute file exists. A signature of the text created is kept in
+``meta.views_signature``.
 
 Only the writer creates views. A reader whose stored views read another directory (the
 data directory was moved, or the writer has not yet seen the first file) gets a temporary
@@ -20,12 +22,13 @@ from typing import Final
 
 import pyarrow as pa
 
-from recorder.layout import PART_NAME, TICKS_DIR, duckdb_read_sql
+from recorder.layout import PART_NAME, TICKS_DIR, duckdb_read_sql, duckdb_ticker_sql
 from recorder.schema import LAKE_SCHEMA
 
 __all__ = [
     "LAKE_PLACEHOLDER",
     "SQL_DIR",
+    "TICKER_PLACEHOLDER",
     "lake_has_files",
     "reader_ticks_view",
     "signature",
@@ -35,13 +38,20 @@ __all__ = [
 
 SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
 LAKE_PLACEHOLDER: Final = "{{lake}}"
+TICKER_PLACEHOLDER: Final = "{{ticker_lake}}"
 
 
 def views_sql(lake: Path, *, empty: bool = False) -> str:
-    """``sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``)."""
+    """``sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``),
+    and ``{{ticker_lake}}`` with one ticker's expression (``ticks`` filtered while the
+    lake has no placeholders yet)."""
     text = (SQL_DIR / "views.sql").read_text(encoding="utf-8")
-    source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(Path(lake).resolve())
-    return text.replace(LAKE_PLACEHOLDER, source)
+    root = Path(lake).resolve()
+    source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(root)
+    one = None if empty else duckdb_ticker_sql(root, "symbol", "day")
+    if one is None:
+        one = "ticks WHERE ticker = symbol AND (day IS NULL OR date = CAST(day AS DATE))"
+    return text.replace(LAKE_PLACEHOLDER, source).replace(TICKER_PLACEHOLDER, one)
 
 
 def signature(text: str) -> str:

@@ -62,6 +62,7 @@ from recorder.layout import (
     history_file,
     history_placeholder,
     minute_file,
+    minute_placeholder,
     parse_minute_dir,
     utc_date,
 )
@@ -240,13 +241,15 @@ def _replace(path: Path, table: pa.Table, *, day: bool = False) -> int:
 
 @contextlib.contextmanager
 def _writing(root: Path) -> Iterator[None]:
-    """The tier lock, shared; on this process's first write to ``root``, the history
-    placeholder that keeps ``layout.duckdb_read_sql`` in one shape."""
+    """The tier lock, shared; on this process's first write to ``root``, the placeholders
+    of both tiers, which keep ``layout.duckdb_read_sql`` in one shape and let
+    ``layout.duckdb_ticker_sql`` read a ticker with no file in a tier."""
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(tier_lock(root, exclusive=False))
             if os.fspath(root) not in _READY:
                 ensure_placeholder(history_placeholder(root))
+                ensure_placeholder(minute_placeholder(root))
                 _READY.add(os.fspath(root))
         except OSError as exc:
             reason = str(exc.strerror or exc).replace("\n", " ")

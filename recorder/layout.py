@@ -61,6 +61,7 @@ __all__ = [
     "day_start_ms",
     "decode_ticker",
     "duckdb_read_sql",
+    "duckdb_ticker_sql",
     "encode_ticker",
     "hidden_marker",
     "history_dir",
@@ -292,6 +293,61 @@ def duckdb_read_sql(root: Path | str) -> str:
         f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
         f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
         f"WHERE u.compacted = (d.ticker IS NOT NULL))"
+    )
+
+
+def duckdb_ticker_sql(root: Path | str, symbol: str, day: str | None = None) -> str | None:
+    """``duckdb_read_sql`` for one ticker: ``symbol`` is a SQL expression (a macro's
+    parameter) giving the symbol, ``day`` one giving a DATE or NULL (every day); only that
+    ticker's folders (of that day) are listed, so a query costs milliseconds however many
+    tickers the lake holds (the whole-lake expression lists every file of both tiers:
+    ~0.15 s at 2,000 day files and 1,500 minute files here).
+
+    The same exactly-once rule; each tier's glob is listed together with its placeholder
+    (``allow_empty``: a ticker without files in a tier reads as no rows there). None unless
+    both placeholders exist (a lake no writer of this version has written to yet): then use
+    the whole-lake expression filtered by ticker.
+    """
+    text = os.fspath(root).rstrip("/") or "/"
+    if _GLOB_CHARS.search(text):
+        raise ValueError(f"lake root {text!r} contains a glob character; move the lake")
+    base, quoted = Path(text), text.replace("'", "''")
+    placeholders = minute_placeholder(base), history_placeholder(base)
+    if not all(p.is_file() for p in placeholders):
+        return None
+    minute_ph, history_ph = (os.fspath(p).replace("'", "''") for p in placeholders)
+    folder = f"replace({symbol}, '=', '%3D')"
+    date = "'*'" if day is None else f"coalesce(strftime(CAST({day} AS DATE), '%Y-%m-%d'), '*')"
+    minute_glob = (
+        f"'{quoted}/{TICKS_DIR}/ticker=' || {folder} || '/date=' || {date} || '/*/*.parquet'"
+    )
+    history_glob = (
+        f"'{quoted}/{HISTORY_DIR}/ticker=' || {folder} || '/date=' || {date} || '/*.parquet'"
+    )
+    minute_sql = (
+        f"read_parquet([{minute_glob}, '{minute_ph}'], hive_partitioning = true, "
+        f"hive_types = {HIVE_TYPES_SQL}, allow_empty = true)"
+    )
+    history_sql = (
+        f"read_parquet([{history_glob}, '{history_ph}'], hive_partitioning = true, "
+        f"hive_types = {_HISTORY_TYPES_SQL}, allow_empty = true)"
+    )
+    hidden = _hidden_days(base)
+    prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
+    days = (
+        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
+        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
+        f"FROM read_blob([{history_glob}, '{history_ph}'], allow_empty = true)"
+    )
+    history_rows = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
+    both = (
+        f"SELECT {_COLUMNS}, date, minute, ticker, false AS compacted FROM {minute_sql}{prune} "
+        f"UNION ALL {history_rows}, true AS compacted FROM {history_sql}"
+    )
+    return (
+        f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
+        f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
+        f"WHERE u.compacted = (d.ticker IS NOT NULL) AND u.ticker = {symbol})"
     )
 
 

@@ -12,6 +12,13 @@
 -- ticker, date (UTC) and minute (HHMM, UTC). Filter on ticker and date to read few files.
 CREATE OR REPLACE VIEW ticks AS SELECT * FROM {{lake}};
 
+-- One ticker's ticks, optionally of one UTC day: the rows of `ticks` for that symbol (and
+-- date), but only that ticker's folders are listed, so it stays fast however many tickers
+-- and days the lake holds (`ticks` lists every file of the lake on each query):
+--   SELECT * FROM ticks_of('AAPL', day := DATE '2024-01-16') WHERE minute = '1530';
+--   SELECT count(*) FROM ticks_of('EURUSD=X') WHERE date >= DATE '2024-01-01';
+CREATE OR REPLACE MACRO ticks_of(symbol, day := NULL) AS TABLE SELECT * FROM {{ticker_lake}};
+
 -- The seed article's output under its own names: open_time/close_time bound the window,
 -- "time" is the last tick's time in epoch milliseconds as the seed printed it (an integer
 -- here; the seed's NumPy array made it a float), min/max/first_price/last_price are the

@@ -164,6 +164,25 @@ def test_views_work_on_a_read_only_connection_while_nothing_can_write(data: Path
     assert all(count > 0 for count in counts.values()) and counts["bars_1d"] == 8  # 4 x 2 days
 
 
+@pytest.mark.parametrize("ticker", [*TICKERS, "NOPE"])
+def test_ticks_of_is_the_ticks_of_one_ticker(data: Path, ticker: str) -> None:
+    con = open_db(database_path(data), read_only=True, lake=data)
+    try:
+        whole = con.execute("SELECT * FROM ticks WHERE ticker = ? ORDER BY seq", [ticker])
+        expected = whole.fetchall()
+        assert con.execute("SELECT * FROM ticks_of(?) ORDER BY seq", [ticker]).fetchall() == (
+            expected
+        )
+        day = dt.date(2024, 4, 17)
+        one_day = con.execute("SELECT * FROM ticks_of(?, day := ?) ORDER BY seq", [ticker, day])
+        names = [d[0] for d in one_day.description]
+        rows = one_day.fetchall()
+        assert rows == [r for r in expected if r[names.index("date")] == day]
+    finally:
+        con.close()
+    assert ticker == "NOPE" or 0 < len(rows) < len(expected)
+
+
 def test_the_data_has_the_hard_cases(data: Path) -> None:
     con = open_db(database_path(data), read_only=True)
     try:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from recorder.decode import decode_batch
 from recorder.feed import ConnectionState, FeedConfig
 from recorder.journal import Journal
-from recorder.layout import PART_NAME, TICKS_DIR
+from recorder.layout import PART_NAME, TICKS_DIR, minute_placeholder
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
 from recorder.symbols import valid_symbol_mask
@@ -141,10 +141,11 @@ def sent_frames(path: Path) -> list[dict[str, Any]]:
 
 
 def lake_files(data: Path) -> dict[str, Path]:
-    """Every minute file, keyed by its path relative to ``data``."""
+    """Every minute file, keyed by its path relative to ``data`` (not the tier's zero-row
+    placeholder)."""
     files = {}
     for folder, _dirs, names in os.walk(data / TICKS_DIR):
-        if PART_NAME in names:
+        if PART_NAME in names and Path(folder, PART_NAME) != minute_placeholder(data):
             path = Path(folder, PART_NAME)
             files[str(path.relative_to(data))] = path
     return files

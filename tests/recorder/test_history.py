@@ -32,6 +32,7 @@ from recorder.lake import (
 from recorder.layout import (
     date_dir,
     duckdb_read_sql,
+    duckdb_ticker_sql,
     history_file,
     minute_file,
     parse_history_file,
@@ -287,6 +288,34 @@ def test_duckdb_lists_every_history_day_before_the_history_files(tmp_path: Path)
     assert listing == ["day"] * days + ["ticks"] * (len(listing) - 2 * days) + ["day"] * days
     assert "day" not in events[first_file:] and "dir" not in events[first_file:]
     assert events.count("file") > days  # then it executes: files only, no more listing
+
+
+def test_ticks_of_one_ticker_reads_what_the_whole_lake_holds_for_it(tmp_path: Path) -> None:
+    """``duckdb_ticker_sql`` (the ``ticks_of`` macro) against ``duckdb_read_sql`` filtered:
+    day files, hidden minute files awaiting their grace period, plain minute files, a
+    symbol with ``=``, one day, a ticker without files."""
+    tickers = ["AAPL", "EURUSD=X", "^GSPC"]
+    written = lake(tmp_path, tickers, days=4)
+    compact_all(tmp_path, before=DAY1 + dt.timedelta(days=1), grace=0.0)  # day 0: files gone
+    compact_all(tmp_path, before=DAY1 + dt.timedelta(days=3))  # days 1-2: minute files hidden
+    assert history_file(tmp_path, "EURUSD=X", DAY1 + dt.timedelta(days=2)).is_file()
+    assert minute_file(tmp_path, "EURUSD=X", OPEN_MS + 2 * DAY).is_file()
+    columns = "ticker, date, minute, seq, price, time"
+    whole = duckdb_read_sql(tmp_path)
+    with duckdb.connect() as con:
+        for ticker in [*tickers, "NOPE"]:
+            one = duckdb_ticker_sql(tmp_path, f"'{ticker}'")
+            assert one is not None
+            got = con.execute(f"SELECT {columns} FROM {one} ORDER BY seq").fetchall()
+            expected = f"SELECT {columns} FROM {whole} WHERE ticker = ? ORDER BY seq"
+            assert got == con.execute(expected, [ticker]).fetchall()
+            ids = written.filter(pa.compute.equal(written["id"], ticker))["seq"].to_pylist()
+            assert [row[3] for row in got] == sorted(ids)  # each tick exactly once
+            for d in range(4):
+                day = DAY1 + dt.timedelta(days=d)
+                one_day = duckdb_ticker_sql(tmp_path, f"'{ticker}'", f"DATE '{day}'")
+                rows = con.execute(f"SELECT {columns} FROM {one_day} ORDER BY seq").fetchall()
+                assert rows == [row for row in got if row[1] == day]
 
 
 # --- writes into a compacted day ----------------------------------------------------------------
