@@ -119,6 +119,8 @@ def previous_reading(
 ) -> tuple[pa.Table | None, int]:
     """The last reading before ``start`` not already among the loaded ticks, if any."""
     floor = lookback_floor_ms(ticker, start)
+    if all(m in loaded for m in range(start - MINUTE_MS, floor - 1, -MINUTE_MS)):
+        return None, 0  # back to the floor all loaded (a backfilled day): nothing to list
     probed = max(floor, start - PROBE_MINUTES * MINUTE_MS)
     if index.day_file(ticker, (start - MINUTE_MS) // DAY_MS) is not None:
         probed = start  # a compacted day: its listing is exact, and a probe reads a row group
