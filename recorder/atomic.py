@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -33,8 +34,10 @@ TMP_SUFFIX: Final = ".tmp"
 
 
 def temporary_path(path: Path) -> Path:
-    """The temporary name this process uses while writing ``path``."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    """The temporary name this thread of this process uses while writing ``path``
+    (``.<name>.t<thread>.<pid>.tmp``): threads writing the same file at once (the first
+    writes to a new lake all create its placeholders) each rename their own complete file."""
+    return path.with_name(f".{path.name}.t{threading.get_native_id()}.{os.getpid()}{TMP_SUFFIX}")
 
 
 def temporary_pid(name: str) -> int | None:

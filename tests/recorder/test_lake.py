@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder import layout
-from recorder.atomic import atomic_write_bytes, temporary_path
+from recorder.atomic import atomic_write_bytes, temporary_path, temporary_pid
 from recorder.lake import (
     LakeReadError,
     LakeWriteError,
@@ -350,6 +350,37 @@ def test_permission_denied_leaves_the_old_file_intact(tmp_path: Path) -> None:
         path.parent.chmod(0o755)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["part.parquet"]
+
+
+def test_threads_writing_a_new_lake_at_once_do_not_collide(tmp_path: Path) -> None:
+    """The first writes to a lake all create its placeholders: each thread has its own
+    temporary name, so none renames another's half-written file or finds it gone."""
+    here = temporary_path(tmp_path / "part.parquet")
+    names: list[Path] = []
+    thread = threading.Thread(
+        target=lambda: names.append(temporary_path(tmp_path / "part.parquet"))
+    )
+    thread.start()
+    thread.join()
+    assert names[0] != here and temporary_pid(here.name) == temporary_pid(names[0].name)
+    assert temporary_pid(here.name) == os.getpid()
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            write_minutes(tmp_path, ticks(f"T{i}", [T0 + 1], [i + 1]))
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(list_tickers(tmp_path)) == 8
 
 
 def test_clean_temporaries_removes_only_crashed_writers_files(tmp_path: Path) -> None:
