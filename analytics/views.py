@@ -69,10 +69,18 @@ def views_to_create(lake: Path, stored: str | None) -> str | None:
 
 
 def reader_ticks_view(lake: Path, stored: str | None) -> str | None:
-    """A ``CREATE TEMP VIEW ticks`` for a reader whose stored views do not read ``lake``."""
+    """``CREATE TEMP VIEW ticks`` and ``CREATE TEMP MACRO ticks_of`` for a reader whose
+    stored views do not read ``lake``."""
     if stored == signature(views_sql(lake)) or not lake_has_files(lake):
         return None
-    return f"CREATE TEMP VIEW ticks AS SELECT * FROM {duckdb_read_sql(Path(lake).resolve())}"
+    root = Path(lake).resolve()
+    statement = f"CREATE TEMP VIEW ticks AS SELECT * FROM {duckdb_read_sql(root)}"
+    one = duckdb_ticker_sql(root, "symbol", "day")
+    if one is not None:
+        statement += (
+            f"; CREATE TEMP MACRO ticks_of(symbol, day := NULL) AS TABLE SELECT * FROM {one}"
+        )
+    return statement
 
 
 def lake_has_files(lake: Path) -> bool:

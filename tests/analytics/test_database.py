@@ -256,6 +256,7 @@ def test_a_reader_of_a_moved_data_directory_reads_the_right_lake(tmp_path: Path)
     con = open_db(database_path(new), read_only=True, lake=new)
     try:
         count = con.execute("SELECT count(*) FROM ticks").fetchall()
+        one = con.execute("SELECT count(*) FROM ticks_of('AMZN')").fetchall()
     finally:
         con.close()
-    assert count[0][0] > 0
+    assert count[0][0] > 0 and one == count
