@@ -1,5 +1,9 @@
 """Tick history from Parquet or CSV files into the lake, through ``write_minutes``: all or nothing.
 
+Days that ended more than the recompute horizon ago (``ImportOptions.history_before``) and
+that the minute tier holds nothing of go straight into history day files, one per
+ticker-day, as compaction would leave them; later days become minute files.
+
 Columns, by proto name (``recorder.schema``): ``ticker`` (or ``id``; both: they must agree),
 ``time`` and ``price`` are required; any other tick field and ``received_at`` are optional.
 Any other column refuses the file (all are listed) unless ``ignore_unknown`` skips it. A file
@@ -42,6 +46,7 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import logging
@@ -64,7 +69,7 @@ import pyarrow.parquet as pq
 from recorder.atomic import atomic_write_bytes
 from recorder.journal import Journal
 from recorder.lake import LakeError, MinutesWrite, write_minutes
-from recorder.layout import MINUTE_MS
+from recorder.layout import DAY_MS, MINUTE_MS
 from recorder.schema import FIELD_BY_NAME, LAKE_SCHEMA, RECEIVED_TYPE, TIME_TYPE
 from recorder.symbols import valid_symbol_mask, validate_symbol
 
@@ -132,6 +137,9 @@ class ImportOptions:
     batch_rows: int = 262_144  # rows read per batch
     flush_rows: int = 1_000_000  # rows buffered, then sorted by (ticker, minute) and written
     piece_rows: int = 8_192  # rows per write_minutes call (whole minutes)
+    # Days before this UTC date go straight into history day files (whole ticker-days per
+    # write_minutes call) when the minute tier holds nothing of them; None: minute files.
+    history_before: dt.date | None = None
     max_reported: int = 20  # bad rows kept for the report; all are counted
 
 
@@ -153,6 +161,7 @@ class ImportStats:
     tickers: set[str] = field(default_factory=set)
     first_ms: int | None = None  # time of the earliest imported tick
     last_ms: int | None = None
+    day_files: int = 0  # history day files (re)written (``ImportOptions.history_before``)
 
 
 def import_seq_base(number: int) -> int:
@@ -552,11 +561,12 @@ def _write(
 
     def flush() -> None:
         nonlocal written
-        for piece in _pieces(pa.concat_tables(buffer), options.piece_rows):
+        whole = pa.concat_tables(buffer)
+        for piece in _pieces(whole, options.piece_rows, options.history_before):
             if not written and not pending:  # the lake's first write to a root runs alone
-                written += _count(stats, _write_piece(data, piece))
+                written += _count(stats, _write_piece(data, piece, options.history_before))
                 continue
-            pending.append(pool.submit(_write_piece, data, piece))
+            pending.append(pool.submit(_write_piece, data, piece, options.history_before))
             collect(2 * options.threads)
         buffer.clear()
 
@@ -585,10 +595,17 @@ def _write(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pieces(table: pa.Table, piece_rows: int) -> Iterator[pa.Table]:
-    """``table`` sorted by (ticker, minute), cut into pieces of whole (ticker, minute) groups."""
+def _pieces(
+    table: pa.Table, piece_rows: int, history_before: dt.date | None = None
+) -> Iterator[pa.Table]:
+    """``table`` sorted by (ticker, minute), cut into pieces of whole (ticker, minute) groups;
+    days before ``history_before`` count as one group (one day file, written once)."""
     codes = table["id"].combine_chunks().dictionary_encode().indices.to_numpy()
     minute = np.floor_divide(table["time"].cast(pa.int64()).to_numpy(), MINUTE_MS)
+    if history_before is not None:
+        day = minute // (DAY_MS // MINUTE_MS)
+        past = day < (history_before - dt.date(1970, 1, 1)).days
+        minute = np.where(past, day * (DAY_MS // MINUTE_MS), minute)
     order = np.lexsort((minute, codes))  # stable: row order kept inside a minute
     table, codes, minute = table.take(pa.array(order)), codes[order], minute[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(codes) != 0) | (np.diff(minute) != 0)])
@@ -599,20 +616,26 @@ def _pieces(table: pa.Table, piece_rows: int) -> Iterator[pa.Table]:
         yield table.slice(start, end - start)
 
 
-def _write_piece(data: Path, piece: pa.Table) -> MinutesWrite:
+def _write_piece(data: Path, piece: pa.Table, history_before: dt.date | None) -> MinutesWrite:
     n, names = piece.num_rows, set(piece.column_names)
     arrays = [piece[f.name] if f.name in names else pa.nulls(n, f.type) for f in LAKE_SCHEMA]
-    return write_minutes(data, pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA))
+    table = pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)
+    return write_minutes(data, table, history_before=history_before)
 
 
 def _count(stats: ImportStats, result: MinutesWrite) -> int:
     if result.rejected_rows:  # validation checked ids and times: a bug if it happens
         raise RuntimeError(f"the lake refused {result.rejected_rows} validated rows")
+    days: set[Path] = set()
     for write in result.writes:
         added = write.rows_after - write.rows_before
         stats.ticks_added += added
         stats.duplicates += write.rows_in - added
-        stats.minute_files += int(write.written)
+        if write.path.parent.name.startswith("minute="):
+            stats.minute_files += int(write.written)
+        elif write.written:
+            days.add(write.path)
+    stats.day_files += len(days)
     return sum(write.rows_in for write in result.writes)
 
 

@@ -155,7 +155,11 @@ def write_minute(root: Path, ticker: str, minute_start_ms: int, rows: pa.Table) 
 
 
 def _write_rows(
-    root: Path, ticker: str, minutes: list[int], parts: list[pa.Table]
+    root: Path,
+    ticker: str,
+    minutes: list[int],
+    parts: list[pa.Table],
+    history_before: dt.date | None = None,
 ) -> list[MinuteWrite]:
     """Write one table per minute of one ticker; the tier lock is held by the caller."""
     out: list[MinuteWrite] = []
@@ -164,7 +168,12 @@ def _write_rows(
         days.setdefault(utc_date(start), []).append(i)
     for date, indices in days.items():
         day_file = history_file(root, ticker, date)
-        if day_file.is_file():
+        straight = (  # a past day the minute tier has never held: its history file directly
+            history_before is not None
+            and date < history_before
+            and not date_dir(root, ticker, date).exists()
+        )
+        if straight or day_file.is_file():
             rows = pa.concat_tables([parts[i] for i in indices])
             out.extend(_merge_into_day(day_file, ticker, [minutes[i] for i in indices], rows))
         else:
@@ -207,8 +216,11 @@ def _write_minute_file(
 def _merge_into_day(
     path: Path, ticker: str, minutes: list[int], rows: pa.Table
 ) -> list[MinuteWrite]:
-    """Merge rows of some minutes into an existing day file (a late tick, a replay)."""
+    """Merge rows of some minutes into a day file (a late tick, a replay, an import of a
+    past day), creating it if missing."""
     with _LOCKS[hash(path) % len(_LOCKS)]:
+        if not path.is_file():
+            return _new_day(path, ticker, minutes, rows)
         try:
             merge = merge_into_day(path, minutes, rows, lambda t: _replace(path, t, day=True))
         except (OSError, pa.ArrowException, ValueError) as exc:
@@ -225,6 +237,24 @@ def _merge_into_day(
         MinuteWrite(path, b, i, a, b + i - a, merge.bytes_written if n else 0, ticker, m)
         for m, b, i, a, n in counts
     ]
+
+
+def _new_day(path: Path, ticker: str, minutes: list[int], rows: pa.Table) -> list[MinuteWrite]:
+    """Create the day file of ``rows`` (deduplicated); the caller holds its lock."""
+    merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), rows)
+    size = _replace(path, merged, day=True)
+    times = np.asarray(merged["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    after = dict(zip(*np.unique(times - times % MINUTE_MS, return_counts=True), strict=True))
+    times_in = np.asarray(rows["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    incoming = dict(
+        zip(*np.unique(times_in - times_in % MINUTE_MS, return_counts=True), strict=True)
+    )
+    log.info("event=lake_history_created path=%s rows=%d", path, merged.num_rows)
+    out = []
+    for m in minutes:
+        n_in, n_after = int(incoming.get(m, 0)), int(after.get(m, 0))
+        out.append(MinuteWrite(path, 0, n_in, n_after, n_in - n_after, size, ticker, m))
+    return out
 
 
 def _replace(path: Path, table: pa.Table, *, day: bool = False) -> int:
@@ -257,11 +287,17 @@ def _writing(root: Path) -> Iterator[None]:
         yield
 
 
-def write_minutes(root: Path, table: pa.Table) -> MinutesWrite:
+def write_minutes(
+    root: Path, table: pa.Table, *, history_before: dt.date | None = None
+) -> MinutesWrite:
     """Split a LAKE_SCHEMA table by (``id``, UTC minute of ``time``) and write each minute.
 
     Rows with a NULL or invalid ``id`` or a NULL ``time`` are not written: they come back in
-    ``rejected`` (and are logged), never raised.
+    ``rejected`` (and are logged), never raised. Rows of a UTC date before
+    ``history_before`` whose (ticker, date) has no minute-tier folder go into that day's
+    history file (created or merged), as compaction would put them: an import of past days
+    writes one file per ticker-day instead of one per minute. The caller guarantees that
+    nothing writes minute files of such days meanwhile (an import holds the journal lock).
     """
     table = conform(table)
     usable = pc.and_(valid_symbol_mask(table["id"]), pc.is_valid(table["time"]))
@@ -292,7 +328,7 @@ def write_minutes(root: Path, table: pa.Table) -> MinutesWrite:
                 good.slice(int(s), int(e - s))
                 for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)
             ]
-            writes.extend(_write_rows(Path(root), ticker, minutes, parts))
+            writes.extend(_write_rows(Path(root), ticker, minutes, parts, history_before))
     return MinutesWrite(writes, rejected)
 
 

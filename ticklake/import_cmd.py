@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from recorder.compact import DEFAULT_HORIZON_S
 from recorder.importer import (
     ImportOptions,
     ImportProgress,
@@ -46,7 +47,7 @@ __all__ = [
 PROGRESS_EVERY = 3.0
 IMPORT_OPTIONS = (
     DATA,
-    Option("import_threads", positive_int, 4, "threads writing minute files during an import"),
+    Option("import_threads", positive_int, 4, "threads writing lake files during an import"),
 )
 DESCRIPTION = (
     "Load ticks from Parquet or CSV files (columns ticker, time, price, and any other tick "
@@ -98,11 +99,22 @@ class ProgressLines:
         print(f"{line}, {rate:,.0f} rows/s", file=self.out, flush=True)
 
 
+def history_before(now: float, horizon: float = DEFAULT_HORIZON_S) -> dt.date:
+    """The first UTC date an import keeps in minute files: every earlier day has ended more
+    than the recompute horizon ago, so compaction would move it to the history tier anyway;
+    the import writes it there at once (one file per ticker-day, ~100x fewer files)."""
+    return dt.datetime.fromtimestamp(now - horizon, dt.UTC).date()
+
+
 def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
     """Import ``ns.files`` into ``ns.data``; returns the exit code (see the module docstring)."""
     clock = clock or SystemClock()
-    options = ImportOptions(ignore_unknown=ns.ignore_unknown, threads=ns.import_threads)
     started = clock.now()
+    options = ImportOptions(
+        ignore_unknown=ns.ignore_unknown,
+        threads=ns.import_threads,
+        history_before=history_before(started),
+    )
     try:
         progress = ProgressLines(sys.stderr, clock)
         stats = import_files(ns.data, ns.files, int(started * 1e6), options, progress)
@@ -123,14 +135,15 @@ def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
 
 
 def summary(stats: ImportStats, seconds: float) -> str:
-    """The one-line result: files, rows, ticks added, duplicates, minute files, seconds."""
+    """The one-line result: files, rows, ticks added, duplicates, files written, seconds."""
     rate = stats.rows / max(seconds, 1e-9)
     files = f"{stats.files} file{'' if stats.files == 1 else 's'}"
     number = "" if stats.import_number is None else f" (import {stats.import_number})"
     return (
         f"imported {files}{number}: {stats.rows:,} rows, "
         f"{stats.ticks_added:,} ticks added, {stats.duplicates:,} duplicates, "
-        f"{stats.minute_files:,} minute files written, {len(stats.tickers)} tickers "
+        f"{stats.minute_files:,} minute files and {stats.day_files:,} day files written, "
+        f"{len(stats.tickers)} tickers "
         f"in {seconds:.1f} s ({rate:,.0f} rows/s)"
     )
 

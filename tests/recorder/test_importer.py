@@ -380,3 +380,43 @@ def test_empty_file_imports_nothing(tmp_path: Path) -> None:
     stats = run(tmp_path / "data", csv(tmp_path / "t.csv", "ticker,time,price\n"))
     assert (stats.rows, stats.import_number) == (0, None)
     assert not (tmp_path / "data" / IMPORTS_FILE).exists()
+
+
+# --- past days straight into the history tier ------------------------------------------------
+
+
+def test_past_days_go_straight_to_one_day_file_each(tmp_path: Path) -> None:
+    """Days before ``history_before`` become day files (none per minute), exactly the rows
+    the minute path would store; a day the minute tier already holds stays there; later
+    days stay minute files; importing again adds nothing."""
+    data = tmp_path / "data"
+    held = csv(tmp_path / "held.csv", "ticker,time,price\nAAPL,2026-11-03T14:30:00Z,99\n")
+    run(data, held)  # AAPL's 2026-11-03 is in the minute tier before the big import
+    rows = ["ticker,time,price,day_volume"]
+    for day in (2, 3, 24):
+        for minute in range(3):
+            for second in (0, 0, 30):  # a tie on time, and two identical rows
+                price = 100 + minute + (0.5 if second else 0)
+                rows.append(f"AAPL,2026-11-{day:02d}T14:3{minute}:{second:02d}Z,{price},{minute}")
+                rows.append(f"MSFT,2026-11-{day:02d}T14:3{minute}:{second:02d}Z,{price},{minute}")
+    source = csv(tmp_path / "t.csv", "\n".join(rows) + "\n")
+    before = dt.date(2026, 11, 24)
+    stats = run(data, source, history_before=before)
+    assert stats.rows == 54 and stats.ticks_added == 36 and stats.duplicates == 18
+    days = sorted(p.relative_to(data).as_posix() for p in (data / "history").glob("*/*/*.parquet"))
+    assert days == [
+        "history/ticker=!empty/date=1970-01-01/part.parquet",
+        "history/ticker=AAPL/date=2026-11-02/part.parquet",
+        "history/ticker=MSFT/date=2026-11-02/part.parquet",
+        "history/ticker=MSFT/date=2026-11-03/part.parquet",
+    ]
+    assert stats.day_files == 3 and stats.minute_files == 3 + 3 + 3  # AAPL 11-03, both 11-24
+    assert not (data / "ticks" / "ticker=MSFT" / "date=2026-11-02").exists()
+    assert (data / "ticks" / "ticker=AAPL" / "date=2026-11-03").is_dir()
+    on_history = lake(data)
+    minute_only = tmp_path / "minutes"
+    run(minute_only, held)
+    run(minute_only, source)  # the same files through minute files only
+    assert on_history == lake(minute_only) and len(on_history) == 37
+    again = run(data, source, history_before=before)
+    assert again.ticks_added == 0 and again.day_files == 0 and lake(data) == on_history

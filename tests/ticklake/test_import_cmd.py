@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import os
 import subprocess
@@ -16,7 +17,7 @@ from recorder.importer import ImportProgress, ImportStats
 from recorder.journal import Journal
 from recorder.layout import TICKS_DIR, duckdb_read_sql
 from ticklake.clock import ManualClock
-from ticklake.import_cmd import ProgressLines, add_arguments, main, summary
+from ticklake.import_cmd import ProgressLines, add_arguments, history_before, main, summary
 
 T0 = 1_795_617_000_000  # 2026-11-25T14:30:00Z
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,8 @@ def count(data: Path) -> int:
 
 def test_subprocess_import_prints_a_summary(tmp_path: Path) -> None:
     source = tmp_path / "t.csv"
-    source.write_text(f"ticker,time,price\n^GSPC,{T0},5000.5\nEURUSD=X,{T0 + 1},1.05\n")
+    old = T0 - 700 * 86_400_000  # 2024-12-25: past days go straight to day files
+    source.write_text(f"ticker,time,price\n^GSPC,{old},5000.5\nEURUSD=X,{old + 1},1.05\n")
     done = subprocess.run(
         [sys.executable, "-m", "ticklake.import_cmd", "--data", str(tmp_path / "d"), str(source)],
         cwd=ROOT,
@@ -46,10 +48,10 @@ def test_subprocess_import_prints_a_summary(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("imported 1 file (import 1): 2 rows, 2 ticks added, 0 duplicates")
-    assert "2 minute files written" in lines[0]
+    assert "0 minute files and 2 day files written" in lines[0]
     assert lines[1] == (
         "features for these ticks: "
-        "ticklake backfill --start 2026-11-25T14:30Z --end 2026-11-25T14:31Z"
+        "ticklake backfill --start 2024-12-25T14:30Z --end 2024-12-25T14:31Z"
     )
     assert count(tmp_path / "d") == 2
 
@@ -115,8 +117,14 @@ def test_summary_line() -> None:
     stats = ImportStats(2, 1000, 990, 10, 40, 3, {"A", "B"})
     assert summary(stats, 2.0) == (
         "imported 2 files (import 3): 1,000 rows, 990 ticks added, 10 duplicates, "
-        "40 minute files written, 2 tickers in 2.0 s (500 rows/s)"
+        "40 minute files and 0 day files written, 2 tickers in 2.0 s (500 rows/s)"
     )
+
+
+def test_days_older_than_the_horizon_go_to_the_history_tier() -> None:
+    now = T0 / 1000  # 2026-11-25 14:30 UTC
+    assert history_before(now) == dt.date(2026, 11, 24)  # 11-23 ended > 24 h ago
+    assert history_before(now, horizon=3600.0) == dt.date(2026, 11, 25)
 
 
 def test_options_come_from_flags_and_environment(tmp_path: Path) -> None:
