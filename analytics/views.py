@@ -22,7 +22,13 @@ from typing import Final
 
 import pyarrow as pa
 
-from recorder.layout import PART_NAME, TICKS_DIR, duckdb_read_sql, duckdb_ticker_sql
+from recorder.layout import (
+    PART_NAME,
+    TICKS_DIR,
+    duckdb_read_sql,
+    duckdb_ticker_sql,
+    hidden_days_sql,
+)
 from recorder.schema import LAKE_SCHEMA
 
 __all__ = [
@@ -47,8 +53,9 @@ def views_sql(lake: Path, *, empty: bool = False) -> str:
     lake has no placeholders yet)."""
     text = (SQL_DIR / "views.sql").read_text(encoding="utf-8")
     root = Path(lake).resolve()
-    source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(root)
-    one = None if empty else duckdb_ticker_sql(root, "symbol", "day")
+    hidden = [] if empty else hidden_days_sql(root)  # listed once for both
+    source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(root, hidden)
+    one = None if empty else duckdb_ticker_sql(root, "symbol", "day", hidden)
     if one is None:
         one = "ticks WHERE ticker = symbol AND (day IS NULL OR date = CAST(day AS DATE))"
     return text.replace(LAKE_PLACEHOLDER, source).replace(TICKER_PLACEHOLDER, one)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -63,6 +63,7 @@ __all__ = [
     "duckdb_read_sql",
     "duckdb_ticker_sql",
     "encode_ticker",
+    "hidden_days_sql",
     "hidden_marker",
     "history_dir",
     "history_file",
@@ -239,7 +240,7 @@ def history_placeholder(root: Path) -> Path:
 # -- readers ----------------------------------------------------------------------------------
 
 
-def duckdb_read_sql(root: Path | str) -> str:
+def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> str:
     """One expression, usable as ``FROM <expr>``, over every tick of both tiers.
 
     Columns: LAKE_SCHEMA's, then ``date`` (DATE), ``minute`` (VARCHAR ``HHMM``, UTC;
@@ -278,7 +279,7 @@ def duckdb_read_sql(root: Path | str) -> str:
     history_rows = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
     if not minute:
         return f"({history_rows} FROM {history_sql})"
-    hidden = _hidden_days(base)
+    hidden = hidden_days_sql(base) if hidden is None else hidden
     prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
     days = (  # read_blob lists every file while binding (glob() would list lazily)
         f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
@@ -296,7 +297,9 @@ def duckdb_read_sql(root: Path | str) -> str:
     )
 
 
-def duckdb_ticker_sql(root: Path | str, symbol: str, day: str | None = None) -> str | None:
+def duckdb_ticker_sql(
+    root: Path | str, symbol: str, day: str | None = None, hidden: Sequence[str] | None = None
+) -> str | None:
     """``duckdb_read_sql`` for one ticker: ``symbol`` is a SQL expression (a macro's
     parameter) giving the symbol, ``day`` one giving a DATE or NULL (every day); only that
     ticker's folders (of that day) are listed, so a query costs milliseconds however many
@@ -332,7 +335,7 @@ def duckdb_ticker_sql(root: Path | str, symbol: str, day: str | None = None) -> 
         f"read_parquet([{history_glob}, '{history_ph}'], hive_partitioning = true, "
         f"hive_types = {_HISTORY_TYPES_SQL}, allow_empty = true)"
     )
-    hidden = _hidden_days(base)
+    hidden = hidden_days_sql(base) if hidden is None else hidden
     prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
     days = (
         f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
@@ -397,9 +400,10 @@ def _holds_parquet(tree: Path, depth: int, placeholder: Path) -> bool:
     return False
 
 
-def _hidden_days(root: Path) -> list[str]:
+def hidden_days_sql(root: Path) -> list[str]:
     """``('TICKER', DATE 'YYYY-MM-DD')`` of every minute-tier day marked compacted whose
-    day file exists."""
+    day file exists (lists the minute tier: pass it to both expression builders when
+    building both)."""
     return [
         f"('{ticker}', DATE '{date}')"  # symbols hold no quote
         for ticker, date, folder in lake_days(root, TICKS_DIR)
