@@ -11,9 +11,11 @@ file it wrote a cycle ago without reading it back.
 Invariants: a table is only ever served for the identity of the file it was written as;
 any later change of the file (another process replaced it, compaction removed it, a
 restore copied it back) changes that identity (a new inode at least), so a stale table is
-never served. Memory is bounded by ``max_bytes`` (Arrow buffer sizes), oldest dropped
-first. A process that reads what another process wrote (``ticklake analyze`` beside a
-recorder) simply finds nothing here and reads the files.
+never served. Each table is held as one serialized Arrow record batch (one buffer; read
+back zero-copy in ~30 us): holding the tables themselves, dozens of small buffers each,
+cost ~3x their size in RSS (500 tickers: +76 MB instead of +24 MB). Memory is bounded by
+``max_bytes``, oldest dropped first. A process that reads what another process wrote
+(``ticklake analyze`` beside a recorder) simply finds nothing here and reads the files.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.ipc
 
 __all__ = ["RECENT", "FileKey", "RecentFiles", "file_key", "key_of"]
 
@@ -52,20 +55,22 @@ class RecentFiles:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[FileKey, pa.Table, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[FileKey, pa.Buffer, pa.Schema]] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
 
     def remember(self, path: Path | str, key: FileKey, table: pa.Table) -> None:
         """``table`` is the content of the file ``path`` written with identity ``key``."""
-        name, size = os.fspath(path), table.nbytes
+        name = os.fspath(path)
+        batches = table.combine_chunks().to_batches()  # none when empty: not held
+        data = batches[0].serialize() if len(batches) == 1 else None
         with self._lock:
             self._drop(name)
-            if size > self.max_bytes:
+            if data is None or data.size > self.max_bytes:
                 return
-            self._entries[name] = (key, table, size)
-            self._bytes += size
+            self._entries[name] = (key, data, table.schema)
+            self._bytes += data.size
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
@@ -78,7 +83,8 @@ class RecentFiles:
                 self.misses += 1
                 return None
             self.hits += 1
-            return entry[1]
+        batch = pa.ipc.read_record_batch(entry[1], entry[2])
+        return pa.Table.from_batches([batch])
 
     def forget(self, path: Path | str) -> None:
         with self._lock:
@@ -95,7 +101,7 @@ class RecentFiles:
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
-            self._bytes -= entry[2]
+            self._bytes -= entry[1].size
 
 
 RECENT: Final = RecentFiles()

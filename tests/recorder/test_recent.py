@@ -63,16 +63,20 @@ def test_the_loader_gives_the_same_ticks_from_memory_and_from_disk(tmp_path: Pat
 
 def test_memory_is_bounded_oldest_first(tmp_path: Path) -> None:
     table = ticks("AAPL", list(range(T0, T0 + 100)), range(100))
-    recent = RecentFiles(max_bytes=3 * table.nbytes)
+    size = table.to_batches()[0].serialize().size  # held serialized: one buffer
+    recent = RecentFiles(max_bytes=3 * size)
     for i in range(5):
         recent.remember(tmp_path / f"{i}", (i, i, i), table)
     assert len(recent) == 3
     assert recent.get(tmp_path / "0", (0, 0, 0)) is None
-    assert recent.get(tmp_path / "4", (4, 4, 4)) is table
+    held = recent.get(tmp_path / "4", (4, 4, 4))
+    assert held is not None and held.equals(table)
     assert recent.get(tmp_path / "4", (4, 4, 5)) is None  # another identity
+    recent.remember(tmp_path / "3", (3, 3, 3), table.slice(0, 0))  # empty: not held
+    assert recent.get(tmp_path / "3", (3, 3, 3)) is None and len(recent) == 2
     big = pa.concat_tables([table] * 4)
     recent.remember(tmp_path / "4", (9, 9, 9), big)  # larger than the bound: not held
-    assert recent.get(tmp_path / "4", (9, 9, 9)) is None and len(recent) == 2
+    assert recent.get(tmp_path / "4", (9, 9, 9)) is None and len(recent) == 1
 
 
 def test_a_copied_back_file_is_not_mistaken_for_the_written_one(tmp_path: Path) -> None:
