@@ -177,7 +177,10 @@ def load_windows(
             parts = list(pool.map(one, range(len(names_array))))
     else:
         parts = [one(i) for i in range(len(names_array))]
-    ticks = _with_ids([p[0] for p in parts], names_array, names)
+    if any(p[1] for p in parts):
+        ticks = _with_ids([p[0] for p in parts], names_array, names)
+    else:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
+        ticks = _with_codes(ticks, code, names_array, names)
     counts = [len(minutes) for minutes in requested.values()]
     which = np.repeat(np.arange(len(counts)), counts)
     starts = np.fromiter(itertools.chain.from_iterable(requested.values()), np.int64, sum(counts))
@@ -228,6 +231,16 @@ def read_sources(
     if len(parts) > 1 and (paths or recent):  # minute files and another source
         table = _sorted(table)
     return table
+
+
+def _with_codes(
+    ticks: pa.Table, code: NDArray[np.int64], names: pa.Array, columns: list[str]
+) -> pa.Table:
+    """``ticks`` (grouped by ``code``, an index into ``names``) typed as ``_with_ids``
+    makes it, without copying its other columns again."""
+    ids = pa.DictionaryArray.from_arrays(pa.array(code.astype(np.int32)), names)
+    table = _as(ticks.select(columns), load_schema(columns)).combine_chunks()
+    return table.set_column(columns.index("id"), "id", ids)
 
 
 def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:
