@@ -89,7 +89,7 @@ log = logging.getLogger(__name__)
 
 COMPRESSION: Final = "zstd"
 _LOCKS: Final = tuple(threading.Lock() for _ in range(64))
-_READY: set[str] = set()  # roots whose history placeholder this process has seen
+_READY: set[str] = set()  # roots whose placeholders this process has made sure of
 
 
 class LakeError(Exception):
