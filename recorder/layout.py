@@ -260,41 +260,19 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
     when the expression is built are also filtered out of the minute glob by constants,
     so DuckDB prunes those files unopened and their deletion cannot fail the query.
     """
-    text = os.fspath(root).rstrip("/") or "/"
-    if _GLOB_CHARS.search(text):
-        raise ValueError(f"lake root {text!r} contains a glob character; move the lake")
-    base, quoted = Path(text), text.replace("'", "''")
+    base, quoted = _lake_root(root)
     minute = _holds_parquet(base / TICKS_DIR, 3, minute_placeholder(base))
     history = _holds_parquet(base / HISTORY_DIR, 2, history_placeholder(base))
-    minute_sql = (
-        f"read_parquet('{quoted}/{TICKS_GLOB}', hive_partitioning = true, "
-        f"hive_types = {HIVE_TYPES_SQL})"
-    )
-    history_sql = (
-        f"read_parquet('{quoted}/{HISTORY_GLOB}', hive_partitioning = true, "
-        f"hive_types = {_HISTORY_TYPES_SQL})"
-    )
+    minute_sql = _read_parquet_sql(f"'{quoted}/{TICKS_GLOB}'", HIVE_TYPES_SQL)
+    history_sql = _read_parquet_sql(f"'{quoted}/{HISTORY_GLOB}'", _HISTORY_TYPES_SQL)
     if not history:
         return minute_sql if minute else _EMPTY_SQL
-    history_rows = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
     if not minute:
-        return f"({history_rows} FROM {history_sql})"
+        return f"({_HISTORY_ROWS} FROM {history_sql})"
     hidden = hidden_days_sql(base) if hidden is None else hidden
-    prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
-    days = (  # read_blob lists every file while binding (glob() would list lazily)
-        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
-        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
-        f"FROM read_blob('{quoted}/{HISTORY_GLOB}')"
-    )
-    both = (
-        f"SELECT {_COLUMNS}, date, minute, ticker, false AS compacted FROM {minute_sql}{prune} "
-        f"UNION ALL {history_rows}, true AS compacted FROM {history_sql}"
-    )
-    return (
-        f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
-        f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
-        f"WHERE u.compacted = (d.ticker IS NOT NULL))"
-    )
+    # read_blob lists every file while binding (glob() would list lazily)
+    days = f"read_blob('{quoted}/{HISTORY_GLOB}')"
+    return _exactly_once_sql(minute_sql, history_sql, days, hidden)
 
 
 def duckdb_ticker_sql(
@@ -311,10 +289,7 @@ def duckdb_ticker_sql(
     both placeholders exist (a lake no writer of this version has written to yet): then use
     the whole-lake expression filtered by ticker.
     """
-    text = os.fspath(root).rstrip("/") or "/"
-    if _GLOB_CHARS.search(text):
-        raise ValueError(f"lake root {text!r} contains a glob character; move the lake")
-    base, quoted = Path(text), text.replace("'", "''")
+    base, quoted = _lake_root(root)
     placeholders = minute_placeholder(base), history_placeholder(base)
     if not all(p.is_file() for p in placeholders):
         return None
@@ -327,30 +302,47 @@ def duckdb_ticker_sql(
     history_glob = (
         f"'{quoted}/{HISTORY_DIR}/ticker=' || {folder} || '/date=' || {date} || '/*.parquet'"
     )
-    minute_sql = (
-        f"read_parquet([{minute_glob}, '{minute_ph}'], hive_partitioning = true, "
-        f"hive_types = {HIVE_TYPES_SQL}, allow_empty = true)"
-    )
-    history_sql = (
-        f"read_parquet([{history_glob}, '{history_ph}'], hive_partitioning = true, "
-        f"hive_types = {_HISTORY_TYPES_SQL}, allow_empty = true)"
-    )
+    empty = ", allow_empty = true"
+    minute_sql = _read_parquet_sql(f"[{minute_glob}, '{minute_ph}']", HIVE_TYPES_SQL, empty)
+    history_files = f"[{history_glob}, '{history_ph}']"
+    history_sql = _read_parquet_sql(history_files, _HISTORY_TYPES_SQL, empty)
     hidden = hidden_days_sql(base) if hidden is None else hidden
+    days = f"read_blob({history_files}{empty})"
+    return _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
+
+
+def _lake_root(root: Path | str) -> tuple[Path, str]:
+    """The lake root as a path and as the text of a SQL string literal."""
+    text = os.fspath(root).rstrip("/") or "/"
+    if _GLOB_CHARS.search(text):
+        raise ValueError(f"lake root {text!r} contains a glob character; move the lake")
+    return Path(text), text.replace("'", "''")
+
+
+def _read_parquet_sql(files: str, hive_types: str, options: str = "") -> str:
+    return f"read_parquet({files}, hive_partitioning = true, hive_types = {hive_types}{options})"
+
+
+def _exactly_once_sql(
+    minute_sql: str, history_sql: str, day_files: str, hidden: Sequence[str], where: str = ""
+) -> str:
+    """Both tiers, each (ticker, date) from exactly one (see ``duckdb_read_sql``):
+    ``day_files`` is the ``read_blob(...)`` listing the history files first, ``hidden``
+    the days pruned from the minute glob by constants, ``where`` more conditions."""
     prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
     days = (
         f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
         f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
-        f"FROM read_blob([{history_glob}, '{history_ph}'], allow_empty = true)"
+        f"FROM {day_files}"
     )
-    history_rows = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
     both = (
         f"SELECT {_COLUMNS}, date, minute, ticker, false AS compacted FROM {minute_sql}{prune} "
-        f"UNION ALL {history_rows}, true AS compacted FROM {history_sql}"
+        f"UNION ALL {_HISTORY_ROWS}, true AS compacted FROM {history_sql}"
     )
     return (
         f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
         f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
-        f"WHERE u.compacted = (d.ticker IS NOT NULL) AND u.ticker = {symbol})"
+        f"WHERE u.compacted = (d.ticker IS NOT NULL){where})"
     )
 
 
@@ -370,6 +362,7 @@ _COLUMNS: Final = ", ".join(f'"{name}"' for name in LAKE_SCHEMA.names)
 _U_COLUMNS: Final = ", ".join(f'u."{name}"' for name in LAKE_SCHEMA.names)
 _MINUTE_OF_TIME: Final = "strftime(\"time\" AT TIME ZONE 'UTC', '%H%M')"
 _DAY_RE: Final = "'/ticker=([^/]*)/date=([^/]*)/[^/]*$'"
+_HISTORY_ROWS: Final = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
 _EMPTY_SQL: Final = (
     "(SELECT "
     + ", ".join(
