@@ -22,8 +22,11 @@ from typing import Final
 __all__ = [
     "TMP_SUFFIX",
     "atomic_write_bytes",
+    "file_size",
     "fsync_directory",
+    "list_names",
     "make_dirs_durable",
+    "pid_running",
     "replace_file",
     "replace_file_stat",
     "temporary_path",
@@ -46,6 +49,33 @@ def temporary_pid(name: str) -> int | None:
         return None
     pid = name.removesuffix(TMP_SUFFIX).rpartition(".")[2]
     return int(pid) if pid.isdigit() else None
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_names(folder: Path) -> list[str]:
+    """The names in ``folder``; none if it is missing or not a folder."""
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def file_size(path: Path) -> int:
+    """The size of ``path`` in bytes; 0 if it is missing."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def fsync_directory(directory: Path) -> None:

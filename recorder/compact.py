@@ -49,7 +49,9 @@ import pyarrow.parquet as pq
 from recorder.atomic import (
     atomic_write_bytes,
     fsync_directory,
+    list_names,
     make_dirs_durable,
+    pid_running,
     temporary_pid,
 )
 from recorder.dedupe import merge_ticks
@@ -293,7 +295,7 @@ Snapshot = tuple[list[tuple[str, int, int, int]], tuple[int, int, int] | None]
 def _snapshot(folder: Path, target: Path | None) -> Snapshot:
     """(minute files of a date folder as (name, inode, mtime, size), the day file's key)."""
     files = []
-    for name in sorted(_listdir(folder)):
+    for name in sorted(list_names(folder)):
         if name.startswith("minute="):
             try:
                 st = os.stat(folder / name / PART_NAME)
@@ -318,7 +320,7 @@ def _merged(folder: Path, target: Path) -> tuple[pa.Table | None, int]:
     """The day's rows to write (None when the day file already holds them all), and the
     number of rows of the minute files."""
     parts = []
-    for name in sorted(_listdir(folder)):
+    for name in sorted(list_names(folder)):
         path = folder / name / PART_NAME
         if not name.startswith("minute=") or not path.is_file():
             continue
@@ -360,9 +362,9 @@ def _discard(tmp: Path | None) -> None:
 
 
 def _remove_dead_temporaries(folder: Path) -> None:
-    for name in _listdir(folder):
+    for name in list_names(folder):
         pid = temporary_pid(name)
-        if pid is not None and pid != os.getpid() and not _running(pid):
+        if pid is not None and pid != os.getpid() and not pid_running(pid):
             _discard(folder / name)
 
 
@@ -410,23 +412,6 @@ def remove_tree(top: Path) -> int:
     with contextlib.suppress(FileNotFoundError):
         fsync_directory(parent)
     return deleted
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _step(name: str) -> None:

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recorder.atomic import replace_file_stat, temporary_pid
+from recorder.atomic import pid_running, replace_file_stat, temporary_pid
 from recorder.dedupe import conform, merge_ticks
 from recorder.history import (
     day_minutes,
@@ -437,7 +437,7 @@ def clean_temporaries(root: Path) -> int:
     for folder, _dirs, files in os.walk(root):
         for name in files:
             pid = temporary_pid(name)
-            if pid is None or (pid != os.getpid() and _running(pid)):
+            if pid is None or (pid != os.getpid() and pid_running(pid)):
                 continue
             try:
                 os.unlink(os.path.join(folder, name))
@@ -487,13 +487,3 @@ def _listdir(folder: Path) -> list[str]:
         return os.listdir(folder)
     except FileNotFoundError:
         return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -42,6 +42,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from recorder.atomic import list_names
 from recorder.schema import LAKE_SCHEMA
 from recorder.symbols import SymbolError, validate_symbol
 
@@ -209,14 +210,14 @@ def lake_days(root: Path, tier: str) -> Iterator[tuple[str, dt.date, Path]]:
     """(ticker, date, date folder) of every day folder of a tier (``TICKS_DIR`` or
     ``HISTORY_DIR``), sorted; placeholders and foreign folders are skipped."""
     top = Path(root, tier)
-    for ticker_name in sorted(_listdir(top)):
+    for ticker_name in sorted(list_names(top)):
         if not ticker_name.startswith("ticker=") or ticker_name == f"ticker={PLACEHOLDER_VALUE}":
             continue
         try:
             ticker = decode_ticker(ticker_name.removeprefix("ticker="))
         except SymbolError:
             continue
-        for date_name in sorted(_listdir(top / ticker_name)):
+        for date_name in sorted(list_names(top / ticker_name)):
             match = _DATE_RE.fullmatch(date_name)
             if match is not None:
                 try:
@@ -402,13 +403,6 @@ def hidden_days_sql(root: Path) -> list[str]:
         for ticker, date, folder in lake_days(root, TICKS_DIR)
         if (folder / HIDDEN_MARKER).is_file() and history_file(root, ticker, date).is_file()
     ]
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _inside(root: Path, path: Path) -> Path:

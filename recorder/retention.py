@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from recorder.atomic import fsync_directory
+from recorder.atomic import file_size, fsync_directory, list_names
 from recorder.compact import remove_tree, retire_minute_folder
 from recorder.history import tier_lock
 from recorder.layout import HISTORY_DIR, PART_NAME, TICKS_DIR, lake_days, utc_date
@@ -105,14 +105,14 @@ def apply_tick_retention(data: Path, now: float, config: RetentionConfig) -> Ret
         if date >= keep_from:
             continue
         with tier_lock(root, exclusive=True):
-            result.bytes += _size(folder / PART_NAME)
+            result.bytes += file_size(folder / PART_NAME)
             result.history_files += _delete_history_day(folder)
         log.info("event=retention_removed tier=history ticker=%s date=%s", ticker, date)
     for ticker, date, folder in list(lake_days(root, TICKS_DIR)):
         if date >= keep_from:
             continue
         with tier_lock(root, exclusive=True):
-            result.bytes += sum(_size(p) for p in folder.glob(f"*/{PART_NAME}"))
+            result.bytes += sum(file_size(p) for p in folder.glob(f"*/{PART_NAME}"))
             trash = retire_minute_folder(root, folder)
         result.minute_files += remove_tree(trash)
         result.minute_days += 1
@@ -122,7 +122,7 @@ def apply_tick_retention(data: Path, now: float, config: RetentionConfig) -> Ret
 
 def _delete_history_day(folder: Path) -> int:
     removed = 0
-    for name in _listdir(folder):
+    for name in list_names(folder):
         os.unlink(folder / name)
         removed += name == PART_NAME
     folder.rmdir()
@@ -132,17 +132,3 @@ def _delete_history_day(folder: Path) -> int:
         parent = parent.parent
     fsync_directory(parent)
     return removed
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []

@@ -20,6 +20,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recorder.atomic import file_size, list_names
 from recorder.layout import DAY_MS, HISTORY_DIR, PART_NAME, TICKS_DIR, day_start_ms, lake_days
 from recorder.retention import DAY_S, RetentionConfig, first_kept_date
 from recorder.schema import LAKE_SCHEMA
@@ -56,7 +57,7 @@ def lake_status(
     minute = [
         (date, folder / name / PART_NAME)
         for _, date, folder in lake_days(root, TICKS_DIR)
-        for name in sorted(_listdir(folder))
+        for name in sorted(list_names(folder))
         if name.startswith("minute=")
     ]
     history = [(date, folder / PART_NAME) for _, date, folder in lake_days(root, HISTORY_DIR)]
@@ -124,7 +125,7 @@ def _journal_tier(root: Path, now: float, retention: RetentionConfig) -> TierSta
     folder = root / JOURNAL_DIR
     refs = list_segments(folder) if folder.is_dir() else []
     summaries = [read_summary(ref) for ref in refs]
-    sizes = [_size(ref.path) for ref in refs]
+    sizes = [file_size(ref.path) for ref in refs]
     closed = [s for s in summaries if s is not None]
     rows = sum(s.last_seq - s.first_seq + 1 for s in closed)
     oldest = min((s.min_received_us // 1000 for s in closed), default=None)
@@ -171,17 +172,3 @@ def _bytes(size: int) -> str:
             break
         value /= 1024
     return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
