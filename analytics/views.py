@@ -81,8 +81,9 @@ def reader_ticks_view(lake: Path, stored: str | None) -> str | None:
     if stored == signature(views_sql(lake)) or not lake_has_files(lake):
         return None
     root = Path(lake).resolve()
-    statement = f"CREATE TEMP VIEW ticks AS SELECT * FROM {duckdb_read_sql(root)}"
-    one = duckdb_ticker_sql(root, "symbol", "day")
+    hidden = hidden_days_sql(root)  # listed once for both
+    statement = f"CREATE TEMP VIEW ticks AS SELECT * FROM {duckdb_read_sql(root, hidden)}"
+    one = duckdb_ticker_sql(root, "symbol", "day", hidden)
     if one is not None:
         statement += (
             f"; CREATE TEMP MACRO ticks_of(symbol, day := NULL) AS TABLE SELECT * FROM {one}"
