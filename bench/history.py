@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from analytics.backfill import BackfillConfig, BackfillResult
 from analytics.backfill import backfill as run_backfill
 from bench.backfill import sql_features
+from bench.features import BASIC_SQL
 from recorder.compact import compact_eligible
 from recorder.history import write_day_atomically
 from recorder.lake import write_minutes
@@ -66,15 +67,6 @@ from ticklake.simulator.feed import REGULAR, SymbolFeed
 FIRST_DAY = dt.date(2024, 1, 2)
 OPEN_S = 14 * 3600 + 1800  # 09:30 New York in January
 SESSION_S = 390 * 60
-READ_COLUMNS = ["time", "seq", "price", "day_volume", "market_hours"]
-BASIC_SQL = """
-SELECT ticker, epoch_ms(time) // 60000 * 60000 AS window_start,
-    arg_min(price, (time, seq)) AS open, max(price) AS high, min(price) AS low,
-    arg_max(price, (time, seq)) AS close, count(*) AS tick_count,
-    min(time) AS first_time, max(time) AS last_time,
-    avg(price::DOUBLE) AS mean_price, stddev_samp(price::DOUBLE) AS std_price
-FROM ticks GROUP BY ALL
-"""
 
 
 def trading_days(count: int) -> list[dt.date]:
