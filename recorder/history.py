@@ -147,19 +147,25 @@ class DayMerge:
 def merge_into_day(
     path: Path, minutes: list[int], rows: pa.Table, write: Callable[[pa.Table], int]
 ) -> DayMerge:
-    """Merge LAKE_SCHEMA ``rows`` of ``minutes`` into an existing day file under the dedupe
-    rules; ``write(table)`` replaces the file atomically and returns its size.
+    """Merge LAKE_SCHEMA ``rows`` of ``minutes`` into a day file under the dedupe rules,
+    creating it if missing (an import of a past day); ``write(table)`` replaces the file
+    atomically and returns its size.
 
     The merge is first tried against the row groups that can hold a duplicate of ``rows``
     (their minutes, overlapping seqs): a replay of ticks already there reads a row group or
     two and writes nothing. Only a real addition reads and rewrites the whole day. Raises
     ValueError for a file that does not hold LAKE_SCHEMA.
     """
+    incoming = _per_minute(rows, minutes)
+    if not path.is_file():
+        merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), rows)
+        after = _per_minute(merged, minutes)
+        return DayMerge([0] * len(minutes), incoming, after, after, write(merged))
     ranges = sorted({(m, m + MINUTE_MS) for m in minutes})
     seq_range = (int(pc.min(rows["seq"]).as_py()), int(pc.max(rows["seq"]).as_py()))
     nearby = read_day(path, None, ranges, seq_range)
     _, kept_new = merge_ticks(nearby, rows)
-    before, incoming = _per_minute(nearby, minutes), _per_minute(rows, minutes)
+    before = _per_minute(nearby, minutes)
     if not kept_new:
         return DayMerge(before, incoming, before, [0] * len(minutes), 0)
     existing = read_day(path)

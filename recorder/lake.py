@@ -219,8 +219,6 @@ def _merge_into_day(
     """Merge rows of some minutes into a day file (a late tick, a replay, an import of a
     past day), creating it if missing."""
     with _LOCKS[hash(path) % len(_LOCKS)]:
-        if not path.is_file():
-            return _new_day(path, ticker, minutes, rows)
         try:
             merge = merge_into_day(path, minutes, rows, lambda t: _replace(path, t, day=True))
         except (OSError, pa.ArrowException, ValueError) as exc:
@@ -237,24 +235,6 @@ def _merge_into_day(
         MinuteWrite(path, b, i, a, b + i - a, merge.bytes_written if n else 0, ticker, m)
         for m, b, i, a, n in counts
     ]
-
-
-def _new_day(path: Path, ticker: str, minutes: list[int], rows: pa.Table) -> list[MinuteWrite]:
-    """Create the day file of ``rows`` (deduplicated); the caller holds its lock."""
-    merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), rows)
-    size = _replace(path, merged, day=True)
-    times = np.asarray(merged["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
-    after = dict(zip(*np.unique(times - times % MINUTE_MS, return_counts=True), strict=True))
-    times_in = np.asarray(rows["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
-    incoming = dict(
-        zip(*np.unique(times_in - times_in % MINUTE_MS, return_counts=True), strict=True)
-    )
-    log.info("event=lake_history_created path=%s rows=%d", path, merged.num_rows)
-    out = []
-    for m in minutes:
-        n_in, n_after = int(incoming.get(m, 0)), int(after.get(m, 0))
-        out.append(MinuteWrite(path, 0, n_in, n_after, n_in - n_after, size, ticker, m))
-    return out
 
 
 def _replace(path: Path, table: pa.Table, *, day: bool = False) -> int:
