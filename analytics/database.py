@@ -278,7 +278,9 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
 
 
 def _one(
-    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: list[object] | dict[str, object] | None = None,
 ) -> tuple[object, ...] | None:
     """The first row of a query, fetching all of it: DuckDB 2 refuses new work (register,
     ...) on a connection whose last result was not read to the end."""
@@ -352,9 +354,11 @@ def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     try:
         con.begin()
         try:
-            con.execute(
-                f"INSERT OR REPLACE INTO features ({columns}) SELECT {columns} FROM _ticklake_rows"
-            )
+            # A plain INSERT costs about half of INSERT OR REPLACE (250 k new rows: 0.22 s
+            # against 0.3-0.55 s), so it is used when no key is stored yet: a backfill of
+            # new history, most live minutes. The check prunes by the rows' time range.
+            insert = "INSERT OR REPLACE" if _any_stored(con, rows) else "INSERT"
+            con.execute(f"{insert} INTO features ({columns}) SELECT {columns} FROM _ticklake_rows")
             con.commit()
         except BaseException:
             con.rollback()
@@ -362,3 +366,15 @@ def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     finally:
         con.unregister("_ticklake_rows")
     return int(rows.num_rows)
+
+
+def _any_stored(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> bool:
+    """Whether a key of the registered ``_ticklake_rows`` is in ``features`` already."""
+    span = pc.min_max(rows["window_start"])
+    found = _one(
+        con,
+        "SELECT count(*) FROM features AS f SEMI JOIN _ticklake_rows USING (ticker, window_start) "
+        "WHERE f.window_start BETWEEN $lo AND $hi",
+        {"lo": span["min"].as_py(), "hi": span["max"].as_py()},
+    )
+    return bool(found and found[0])

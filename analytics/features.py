@@ -32,7 +32,11 @@ Invariants:
   that of the last tick;
 - NULL, never NaN or infinity, wherever a float feature is undefined;
 - rows are sorted by (ticker, window_start) and depend only on the set of ticks, not on
-  their order in the input (given unique (ticker, time, seq), as in the lake).
+  their order in the input (given unique (ticker, time, seq), as in the lake);
+- with ``lateness`` (seconds), a ``late`` column follows the features: whether a tick of
+  the window was received (``received_at``) after ``window_end + lateness``, i.e. after
+  the window was sealed. A NULL ``received_at`` (imported ticks) is never late. Derived
+  from stored ticks only, so live runs, replays and backfills agree on it.
 
 Lookback (what the caller must supply for ``volume``): the last reading before each window
 in the same session. Either load ticks from before the windows into ``ticks`` (their
@@ -53,13 +57,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from analytics.codes import ticker_codes
 from analytics.volume import Base, WindowVolume, class_codes, window_volume
-from recorder.schema import TIME_TYPE
+from recorder.schema import RECEIVED_TYPE, TIME_TYPE
 
 __all__ = ["FEATURE_SCHEMA", "WINDOW_MS", "FeatureInputError", "compute_features"]
 
 WINDOW_MS: Final = 60_000
 _F64, _F32, _I64 = pa.float64(), pa.float32(), pa.int64()
+_LATE: Final = pa.field("late", pa.bool_())
 FEATURE_SCHEMA: Final = pa.schema(
     [
         ("ticker", pa.string()),
@@ -83,6 +89,8 @@ FEATURE_SCHEMA: Final = pa.schema(
     ]
 )
 
+_NEVER: Final = np.iinfo(np.int64).min  # the received_at of a tick never late
+
 I64 = NDArray[np.int64]
 Bools = NDArray[np.bool_]
 Codes = NDArray[np.int32]
@@ -93,20 +101,27 @@ class FeatureInputError(ValueError):
 
 
 def compute_features(
-    ticks: pa.Table, windows: pa.Table | None = None, *, previous: pa.Table | None = None
+    ticks: pa.Table,
+    windows: pa.Table | None = None,
+    *,
+    previous: pa.Table | None = None,
+    lateness: float | None = None,
 ) -> pa.Table:
     """Features of the requested windows (all windows holding a tick of ``ticks`` if None).
 
-    ``ticks`` needs ``ticker`` (or ``id``), ``time``, ``seq`` and ``price``; ``day_volume``
-    and ``market_hours`` are used when present. ``windows`` has ``ticker`` and
+    ``ticks`` needs ``ticker`` (or ``id``), ``time``, ``seq`` and ``price``; ``day_volume``,
+    ``market_hours`` and ``received_at`` are used when present. With ``lateness``, a
+    ``late`` column follows ``FEATURE_SCHEMA``'s (see the module docstring). ``windows`` has
+    ``ticker`` and
     ``window_start`` (timestamp, or int64 epoch ms), each start a multiple of 60 s.
     ``previous`` has the columns of ``ticks``; see the module docstring for the lookback.
     Fastest when ticks come grouped by ticker and sorted by (time, seq), as the lake
     stores them: then nothing is sorted.
     """
     t = _normalize(ticks, "ticks")
+    schema = FEATURE_SCHEMA if lateness is None else FEATURE_SCHEMA.append(_LATE)
     if t.num_rows == 0:
-        return FEATURE_SCHEMA.empty_table()
+        return schema.empty_table()
     code, names, runs = _encode(t["ticker"])
     time_ms, seq = _int64(t["time"].cast(_I64)), _int64(t["seq"])
     price = np.asarray(t["price"].to_numpy(), dtype=np.float32)
@@ -127,7 +142,7 @@ def compute_features(
     feats = _reduce(starts, price, volume)
 
     chosen = _chosen(windows, names, code[starts], minute[starts])
-    ends = np.append(starts[1:], n)[chosen]
+    all_starts, ends = starts, np.append(starts[1:], n)[chosen]
     starts, last = starts[chosen], ends - 1
     seg_code, seg_start = code[starts], minute[starts] * WINDOW_MS
     rank = np.argsort(np.argsort(np.array(names, dtype=object)))
@@ -145,7 +160,12 @@ def compute_features(
     }
     for name, (values, defined) in feats.items():
         columns[name] = pa.array(values[chosen], mask=~defined[chosen])
-    table = pa.table([columns[f.name] for f in FEATURE_SCHEMA], schema=FEATURE_SCHEMA)
+    if lateness is not None:
+        received = _received(t["received_at"])
+        latest = np.maximum.reduceat(received if order is None else received[order], all_starts)
+        sealed_us = (seg_start + WINDOW_MS) * 1000 + round(lateness * 1_000_000)
+        columns["late"] = pa.array(latest[chosen] > sealed_us)
+    table = pa.table([columns[f.name] for f in schema], schema=schema)
     return table.take(pa.array(out))
 
 
@@ -201,7 +221,7 @@ def _normalize(table: pa.Table, what: str) -> pa.Table:
     symbols = table[ticker]
     if not pa.types.is_dictionary(symbols.type):
         symbols = symbols.cast(pa.string())
-    optional = {"day_volume": _I64, "market_hours": pa.string()}
+    optional = {"day_volume": _I64, "market_hours": pa.string(), "received_at": RECEIVED_TYPE}
     out = pa.table(
         {
             "ticker": symbols,
@@ -261,6 +281,14 @@ def _with_validity(column: pa.ChunkedArray) -> tuple[I64, Bools]:
     bits = np.frombuffer(array.buffers()[0], np.uint8)
     valid = np.unpackbits(bits, count=offset + n, bitorder="little")[offset:]
     return values, valid.view(np.bool_)
+
+
+def _received(column: pa.ChunkedArray) -> I64:
+    """``received_at`` in epoch µs, ``_NEVER`` where NULL."""
+    if column.null_count == len(column):
+        return np.full(len(column), _NEVER, np.int64)
+    values, valid = _with_validity(column)
+    return values if valid.all() else np.where(valid, values, _NEVER)
 
 
 def _is_sorted(code: Codes, runs: NDArray[np.intp], time_ms: I64, seq: I64) -> bool:
@@ -325,8 +353,7 @@ def _chosen(
     if np.any(start_ms % WINDOW_MS):
         bad = int(start_ms[np.argmax(start_ms % WINDOW_MS != 0)])
         raise FeatureInputError(f"window_start {bad} ms is NULL or not aligned to a minute")
-    lookup = pc.index_in(windows["ticker"].cast(pa.string()), pa.array(names, pa.string()))
-    want_code = _int64(pc.fill_null(lookup, -1))
+    want_code = ticker_codes(windows["ticker"], pa.array(names, pa.string()))
     low = seg_minute.min()
     span = seg_minute.max() - low + 1
     want_minute = start_ms // WINDOW_MS - low
@@ -336,4 +363,5 @@ def _chosen(
     pos = np.searchsorted(key, want)
     hit = pos < len(key)
     hit[hit] = key[pos[hit]] == want[hit]
-    return np.unique(pos[hit])
+    found = pos[hit]
+    return found if np.all(found[1:] > found[:-1]) else np.unique(found)

@@ -5,6 +5,8 @@ agree on them.
   after ``window_end + lateness``, i.e. after the window was sealed. Derived from the
   ticks' ``received_at``, not from the seal's late list, so it survives restarts, replays
   and backfills. A NULL ``received_at`` (imported ticks) never makes a window late.
+  Computed with the features, in the same segment reduction
+  (``compute_features(..., lateness=...)``).
 - ``gap``: a connection gap of the recorder for that ticker overlapped the window, per the
   session log (``recorder.sessions``): the window was not fully covered by sessions
   carrying the ticker. NULL (unknown) for windows that end before the first session that
@@ -26,63 +28,7 @@ from analytics.codes import ticker_codes
 from recorder.schema import TIME_TYPE
 from recorder.sessions import Session, gaps
 
-__all__ = ["SessionCoverage", "late_flags"]
-
-MINUTE_MS = 60_000
-_NEVER = np.iinfo(np.int64).min  # a NULL received_at is never late
-
-
-def late_flags(features: pa.Table, ticks: pa.Table, lateness_s: float) -> pa.Array:
-    """Per row of ``features`` (``ticker``, ``window_start``, ``window_end``): whether a tick
-    of the window in ``ticks`` (``id``, ``time``, ``price``, ``received_at``) arrived after
-    end + lateness. Vectorized: one sort of the ticks by (ticker, minute)."""
-    n = features.num_rows
-    if n == 0:
-        return pa.array([], pa.bool_())
-    ids = ticks["id"]
-    if isinstance(ids, pa.ChunkedArray) and ids.num_chunks == 1:
-        ids = ids.chunk(0)
-    if pa.types.is_dictionary(ids.type) and isinstance(ids, pa.Array):  # the loader's ticks
-        names = ids.dictionary.cast(pa.string())
-    else:
-        names = pa.array(pc.unique(features["ticker"]).to_pylist(), pa.string())
-    tick_code = ticker_codes(ids, names)
-    for name in ("time", "price"):  # a tick needs both
-        if ticks[name].null_count:
-            tick_code[~np.asarray(ticks[name].is_valid().to_numpy(), np.bool_)] = -1
-    keep = np.flatnonzero(tick_code >= 0)
-    late = np.zeros(n, np.bool_)
-    if len(keep) == 0:
-        return pa.array(late)
-    all_kept = len(keep) == ticks.num_rows
-    tick_minute = _int64(ticks["time"]) // MINUTE_MS
-    received = _int64(pc.fill_null(ticks["received_at"].cast(pa.int64()), _NEVER))
-    if not all_kept:
-        tick_code, tick_minute, received = tick_code[keep], tick_minute[keep], received[keep]
-    row_code = ticker_codes(features["ticker"], names)
-    row_minute = _int64(features["window_start"]) // MINUTE_MS
-    low = min(int(row_minute.min()), int(tick_minute.min()))
-    span = max(int(row_minute.max()), int(tick_minute.max())) - low + 1
-    tick_key = tick_code * span + (tick_minute - low)
-    if np.any(tick_key[1:] < tick_key[:-1]):  # the loader's order (ticker, time) is sorted
-        order = np.argsort(tick_key, kind="stable")
-        tick_key, received = tick_key[order], received[order]
-    firsts = np.flatnonzero(np.r_[True, tick_key[1:] != tick_key[:-1]])
-    keys, latest = tick_key[firsts], np.maximum.reduceat(received, firsts)
-    row_key = row_code * span + (row_minute - low)
-    pos = np.minimum(np.searchsorted(keys, row_key), len(keys) - 1)
-    found = keys[pos] == row_key
-    limit = _int64(features["window_end"]) * 1000 + round(lateness_s * 1_000_000)
-    late[found] = latest[pos[found]] > limit[found]
-    return pa.array(late)
-
-
-def _int64(column: pa.ChunkedArray | pa.Array) -> NDArray[np.int64]:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_timestamp(column.type):
-        column = column.cast(TIME_TYPE).cast(pa.int64())  # epoch ms
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
+__all__ = ["SessionCoverage"]
 
 
 @dataclass(frozen=True)

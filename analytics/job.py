@@ -39,7 +39,7 @@ from analytics.database import (
     upsert_features,
 )
 from analytics.features import compute_features
-from analytics.flags import SessionCoverage, late_flags
+from analytics.flags import SessionCoverage
 from analytics.lakeindex import LakeIndex
 from analytics.loader import load_windows, next_windows
 from analytics.lookback import ReadingCache
@@ -119,14 +119,10 @@ def compute_rows(
     started = time.perf_counter()
     loaded = load_windows(data, windows, index=index, threads=threads, cache=cache)
     loaded_at = time.perf_counter()
-    features = compute_features(loaded.ticks, loaded.windows)
-    rows = (
-        features.append_column("late", late_flags(features, loaded.ticks, lateness))
-        .append_column("gap", coverage.gap_flags(features))
-        .append_column(
-            "computed_at",
-            pa.repeat(pa.scalar(int(now * 1e6), pa.timestamp("us", tz="UTC")), features.num_rows),
-        )
+    features = compute_features(loaded.ticks, loaded.windows, lateness=lateness)
+    rows = features.append_column("gap", coverage.gap_flags(features)).append_column(
+        "computed_at",
+        pa.repeat(pa.scalar(int(now * 1e6), pa.timestamp("us", tz="UTC")), features.num_rows),
     )
     result.timed("load", loaded_at - started)
     result.timed("compute", time.perf_counter() - loaded_at)

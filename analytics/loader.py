@@ -42,6 +42,7 @@ from analytics.lookback import (
     ReadingCache,
     last_reading,
     lookahead_limit_ms,
+    lookback_floor_ms,
     previous_reading,
 )
 from recorder.history import read_day, read_day_minutes
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 LOAD_COLUMNS: Final = ("id", "time", "seq", "price", "day_volume", "market_hours", "received_at")
+Minutes = Sequence[int] | NDArray[np.int64]  # minute starts, epoch ms
+_NONE: Final = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -122,20 +125,16 @@ def load_windows(
     missing = {"id", "time", "seq", "price", "day_volume"} - set(names)
     if missing:
         raise ValueError(f"load_windows needs column(s) {', '.join(sorted(missing))}")
-    requested = {t: sorted(set(m)) for t, m in windows.items()}
-    requested = {t: m for t, m in requested.items() if m}
-    for ticker, minutes in requested.items():
-        bad = np.flatnonzero(np.asarray(minutes, dtype=np.int64) % MINUTE_MS)
-        if len(bad):
-            raise ValueError(f"window start {minutes[bad[0]]} of {ticker!r} is not minute-aligned")
-
+    requested = _requested(windows)
     keys: dict[str, list[FileKey | None]] = {}
     paths: list[Path] = []
     recent: list[pa.Table] = []
-    days: list[tuple[str, Path, list[int]]] = []
-    for ticker, ms in requested.items():
+    days: list[tuple[str, Path, Minutes]] = []
+    names_array = pa.array(sorted(requested), pa.string())
+    for ticker in names_array.to_pylist():  # in code order: the parts come out grouped
+        ms = requested[ticker]
         keys[ticker] = []
-        day_of = np.asarray(ms, dtype=np.int64) // DAY_MS
+        day_of = ms // DAY_MS
         cuts = [0, *(np.flatnonzero(day_of[1:] != day_of[:-1]) + 1).tolist(), len(ms)]
         for lo, hi in itertools.pairwise(cuts):
             day, day_minutes = int(day_of[lo]), ms[lo:hi]
@@ -146,7 +145,7 @@ def load_windows(
                 if key is not None:
                     days.append((ticker, day_file, day_minutes))
                 continue
-            for minute in day_minutes:
+            for minute in day_minutes.tolist():
                 path = minute_path(index.root, ticker, minute)
                 key = file_key(path)
                 keys[ticker].append(key)
@@ -157,8 +156,7 @@ def load_windows(
                     recent.append(known)
                 else:
                     paths.append(path)
-    ticks = read_sources(paths, days, names, recent)
-    names_array = pa.array(sorted(requested), pa.string())
+    ticks = read_sources(paths, days, names, recent, names_array)
     code = ticker_codes(ticks["id"], names_array)
     if len(code) and (code[0] < 0 or np.any(np.diff(code) < 0)):  # not the lake's invariants
         keep = np.flatnonzero(code >= 0)
@@ -182,16 +180,34 @@ def load_windows(
         ticks = _with_ids([p[0] for p in parts], names_array, names)
     else:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
         ticks = _with_codes(ticks, code, names_array, names)
-    counts = [len(minutes) for minutes in requested.values()]
-    which = np.repeat(np.arange(len(counts)), counts)
-    starts = np.fromiter(itertools.chain.from_iterable(requested.values()), np.int64, sum(counts))
-    table = pa.table(
+    counts = [len(requested[name]) for name in names_array.to_pylist()]
+    which = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    starts = np.concatenate([requested[name] for name in names_array.to_pylist()] or [_NONE])
+    table = pa.table(  # tickers encoded as the ticks' ids are: matched by code, not by name
         {
-            "ticker": pc.take(pa.array(list(requested), pa.string()), pa.array(which)),
-            "window_start": pa.array(starts, TIME_TYPE),
+            "ticker": pa.DictionaryArray.from_arrays(which, names_array),
+            "window_start": pa.array(starts.astype(np.int64), TIME_TYPE),
         }
     )
     return Loaded(ticks, table, sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+
+def _requested(windows: Mapping[str, Iterable[int]]) -> dict[str, NDArray[np.int64]]:
+    """Per ticker with any, its distinct requested minutes, sorted; ValueError for a start
+    that is not minute-aligned."""
+    requested = {}
+    for ticker, minutes in windows.items():
+        ms = np.asarray(minutes if isinstance(minutes, Sequence | np.ndarray) else list(minutes))
+        ms = ms.astype(np.int64, copy=False).ravel()
+        if len(ms) > 1 and not np.all(ms[1:] > ms[:-1]):
+            ms = np.unique(ms)
+        if len(ms) == 0:
+            continue
+        bad = np.flatnonzero(ms % MINUTE_MS)
+        if len(bad):
+            raise ValueError(f"window start {ms[bad[0]]} of {ticker!r} is not minute-aligned")
+        requested[ticker] = ms
+    return requested
 
 
 _DICTIONARY_COLUMNS: Final = ("id", "market_hours")
@@ -214,20 +230,27 @@ def _load_schema(columns: tuple[str, ...]) -> pa.Schema:
 
 def read_sources(
     paths: Sequence[Path],
-    days: Sequence[tuple[str, Path, list[int]]],
+    days: Sequence[tuple[str, Path, Minutes]],
     columns: Sequence[str],
     recent: Sequence[pa.Table] = (),
+    tickers: pa.Array | None = None,
 ) -> pa.Table:
     """The rows of exactly these minute files, of these (ticker, day file, minutes) and of
     ``recent`` (minute files' tables held in memory, ``recorder.recent``), grouped by
     ``id`` in the order given and sorted by (time, seq) within each.
 
     Day files are read with PyArrow, only the row groups holding the minutes (the whole
-    file for a whole day), and without their ``id`` column: a day file holds one ticker.
-    Minute files are read in one DuckDB scan.
+    file for a whole day), and without their ``id`` column: a day file holds one ticker;
+    its ``id`` comes dictionary-encoded over ``tickers`` (which must name it), else over
+    its one name. Minute files are read in one DuckDB scan.
     """
     schema = load_schema(columns)
-    parts = [_read_day(ticker, path, minutes, columns) for ticker, path, minutes in days]
+    dictionary: tuple[pa.Array, dict[str, int]] | None = None
+    if tickers is not None:
+        dictionary = tickers, {name: code for code, name in enumerate(tickers.to_pylist())}
+    parts = [
+        _read_day(ticker, path, minutes, columns, dictionary) for ticker, path, minutes in days
+    ]
     if paths or not (parts or recent):
         parts.append(read_files(paths, columns))
     if recent:  # LAKE_SCHEMA tables: one chunk cast once (one dictionary for the tickers)
@@ -263,19 +286,29 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.take(pa.array(np.lexsort((*keys, ids.indices.to_numpy()))))
 
 
-def _read_day(ticker: str, path: Path, minutes: list[int], columns: Sequence[str]) -> pa.Table:
+def _read_day(
+    ticker: str,
+    path: Path,
+    minutes: Minutes,
+    columns: Sequence[str],
+    dictionary: tuple[pa.Array, dict[str, int]] | None,
+) -> pa.Table:
     read = [c for c in columns if c != "id"]
     try:
         if len(minutes) == DAY_MS // MINUTE_MS:
             table = read_day(path, read, dictionary=["market_hours"])
         else:
-            table = read_day_minutes(path, minutes, read, dictionary=["market_hours"])
+            table = read_day_minutes(path, list(minutes), read, dictionary=["market_hours"])
     except (OSError, pa.ArrowException) as exc:
         reason = str(exc).splitlines()[0]
         raise LakeReadError(f"cannot read {path}: {reason}; move a damaged file aside") from exc
-    if "id" in columns:  # dictionary-encoded: one value, cheap to build and to compare
-        ids = np.zeros(table.num_rows, np.int32)
-        table = table.append_column("id", pa.DictionaryArray.from_arrays(ids, [ticker]))
+    if "id" in columns:  # dictionary-encoded: cheap to build, compared as integers
+        if dictionary is None:
+            names, code = pa.array([ticker], pa.string()), 0  # typed: inference costs ~40 us
+        else:
+            names, code = dictionary[0], dictionary[1][ticker]
+        ids = pa.DictionaryArray.from_arrays(np.full(table.num_rows, code, np.int32), names)
+        table = table.append_column("id", ids)
     return table.select(list(columns)).cast(load_schema(columns))
 
 
@@ -345,7 +378,7 @@ class _TickerTicks:
 def _finish_ticker(
     index: LakeIndex,
     ticker: str,
-    minutes: list[int],
+    minutes: NDArray[np.int64],
     part: _TickerTicks,
     keys: list[FileKey | None],
     columns: list[str],
@@ -359,31 +392,32 @@ def _finish_ticker(
     np.not_equal(reading_minute[1:], reading_minute[:-1], out=distinct[1:])
     reading_minutes = reading_minute[distinct]  # sorted already: ticks are (time, seq) sorted
     if cache is not None:
-        last = np.searchsorted(reading_minute, np.asarray(minutes), side="right") - 1
-        for minute, key, k in zip(minutes, keys, last, strict=True):
+        last = np.searchsorted(reading_minute, minutes, side="right") - 1
+        for minute, key, k in zip(minutes.tolist(), keys, last.tolist(), strict=True):
             if key is None:
                 continue
             found = k >= 0 and reading_minute[k] == minute
             cache.put(ticker, minute, key, ticks.slice(int(readings[k]), 1) if found else None)
-    with_readings = set(reading_minutes.tolist())
-    loaded = set(minutes)
+    sets: tuple[set[int], set[int]] | None = None  # (loaded, with readings), when needed
     extra: list[pa.Table] = []
     files = 0
-    starts = np.asarray(minutes, dtype=np.int64)
-    cut = np.flatnonzero(np.diff(starts) != MINUTE_MS) + 1
-    run_starts = starts[np.concatenate(([0], cut))]
-    run_ends = starts[np.concatenate((cut - 1, [len(starts) - 1]))]
+    cut = np.flatnonzero(np.diff(minutes) != MINUTE_MS) + 1
+    run_starts = minutes[np.concatenate(([0], cut))]
+    run_ends = minutes[np.concatenate((cut - 1, [len(minutes) - 1]))]
     first_reading = np.searchsorted(reading_minutes, run_starts)
     first_tick = np.append(time_ms, 0)[np.searchsorted(time_ms, run_starts)]
-    for start, end, k, tick in zip(run_starts, run_ends, first_reading, first_tick, strict=True):
+    runs = (run_starts, run_ends, first_reading, first_tick)
+    for start, end, k, tick in zip(*(r.tolist() for r in runs), strict=True):
         if k == len(reading_minutes) or reading_minutes[k] > end:
             continue  # no reading in the run: its volume needs no lookback
         # Walk back from the run's first minute holding a tick, as a request of only the
         # minutes with ticks would: the lookback floor (session, crypto's 24 h) follows it.
-        walk_from = max(int(start), int(tick) - int(tick) % MINUTE_MS)
-        row, read = previous_reading(
-            index, ticker, walk_from, loaded, with_readings, columns, cache
-        )
+        walk_from = max(start, tick - tick % MINUTE_MS)
+        if lookback_floor_ms(ticker, walk_from) >= start:
+            continue  # the run reaches back to the floor (a backfilled day): all loaded
+        if sets is None:
+            sets = set(minutes.tolist()), set(reading_minutes.tolist())
+        row, read = previous_reading(index, ticker, walk_from, *sets, columns, cache)
         files += read
         if row is not None:
             extra.append(row)

@@ -266,6 +266,42 @@ def test_input_order_does_not_matter() -> None:
         assert compute_features(variant).equals(expected)
 
 
+LATE_SQL = """
+SELECT ticker, epoch_ms(time) // 60000 * 60000 AS window_start,
+    coalesce(bool_or(received_at > time_bucket(INTERVAL 1 MINUTE, time)
+        + INTERVAL 1 MINUTE + to_microseconds($lateness_us)), false) AS late
+FROM ticks WHERE time IS NOT NULL AND price IS NOT NULL
+GROUP BY ALL ORDER BY ticker, window_start
+"""
+
+
+@pytest.mark.parametrize("lateness", [0.0, 10.0, 2.5])
+def test_late_flags_match_sql_over_receive_times(lateness: float) -> None:
+    ticks = random_ticks(6, per_ticker=600)
+    rng = np.random.default_rng(7)
+    times = ticks["time"].cast(pa.int64()).to_numpy() * 1000
+    delay = rng.choice([0, 70_000_000, 69_999_999, 72_500_001, 80_000_000], ticks.num_rows)
+    received = pa.array(
+        times + delay, pa.timestamp("us", tz="UTC"), mask=rng.random(len(times)) < 0.2
+    )
+    ticks = ticks.append_column("received_at", received)
+    ours = compute_features(ticks, lateness=lateness)
+    assert ours.schema == FEATURE_SCHEMA.append(pa.field("late", pa.bool_()))
+    assert ours.drop_columns(["late"]).equals(compute_features(ticks))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("ticks", ticks)
+    expected = con.sql(LATE_SQL, params={"lateness_us": round(lateness * 1e6)}).to_arrow_table()
+    con.close()
+    assert ours["window_start"].cast(pa.int64()).to_pylist() == expected["window_start"].to_pylist()
+    assert ours["late"].to_pylist() == expected["late"].to_pylist()
+    assert 0 < sum(ours["late"].to_pylist()) < ours.num_rows
+    unsorted = ticks.take(pa.array(rng.permutation(ticks.num_rows)))
+    assert compute_features(unsorted, lateness=lateness).equals(ours)
+    never = compute_features(ticks.drop_columns(["received_at"]), lateness=lateness)
+    assert not any(never["late"].to_pylist())
+
+
 def last_before(ticks: pa.Table, cut_ms: int, readings_only: bool) -> pa.Table:
     """Per ticker, the last tick (or reading) before ``cut_ms`` by (time, seq)."""
     earlier = ticks.filter(pc.less(ticks["time"].cast(pa.int64()), cut_ms))
