@@ -19,11 +19,11 @@ Invariants:
   (no start-up, no pickling; ``bench/backfill.py`` prints both);
 - the heap keeps freed memory for the next chunk (``analytics.heap``: without it a third of
   one core's time went to page faults);
-- one writer, this process (contract 6): a thread upserts rows about ``batch_rows`` at a
-  time while chunks compute, one transaction each (~0.3-1 s), the database opened only
-  to write and retried while another process holds it (up to ``lock_timeout``), so the
-  live job and SQL readers get in between. ``computed_at`` is the clock's time of the
-  write.
+- one writer, this process (contract 6): a thread upserts whole multiples of
+  ``batch_rows`` rows (DuckDB row groups) while chunks compute, one transaction each
+  (~0.1-0.5 s), the database opened only to write and retried while another process
+  holds it (up to ``lock_timeout``), so the live job and SQL readers get in between.
+  ``computed_at`` is the clock's time of the write.
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TICKERS_PER_CHUNK: Final = 10
-BATCH_ROWS: Final = 250_000  # >= 2 DuckDB row groups (122,880 rows): written straight to the
-# file, not through the WAL; 100 k-row batches took 1.4x longer in all. ~0.3-0.6 s each
+BATCH_ROWS: Final = 122_880  # DuckDB's row group: a transaction of whole row groups is
+# written straight to the file, and closing the database costs ~10 ms; one that leaves a
+# row group partly filled makes every close rewrite it (719 k rows in batches of 125,000:
+# 1.18 s of CPU, of 122,880: 0.79 s; 100,000, through the WAL: 1.4x longer still)
+PENDING_BATCHES: Final = 4  # rows held while the writer is busy, in batches
 
 
 class BackfillError(Exception):
@@ -252,9 +255,11 @@ def backfill(
 
 
 class _Writer:
-    """The single writer: upserts batches of about ``batch_rows`` rows, one transaction
-    each, in a thread, so chunks go on computing meanwhile; one batch is written while the
-    next one fills (bounded memory). Errors surface at the next batch or at ``close``."""
+    """The single writer: upserts whole multiples of ``batch_rows`` rows (the rest waits
+    for the next batch; the last batch takes all), one transaction each, in a thread, so
+    chunks go on computing meanwhile. It writes whenever it is idle and a batch is ready;
+    at most ``PENDING_BATCHES`` batches wait meanwhile (bounded memory). Errors surface at
+    the next ``add`` or at ``close``."""
 
     def __init__(
         self, data: Path, config: BackfillConfig, clock: Clock, result: BackfillResult
@@ -271,28 +276,34 @@ class _Writer:
         if rows.num_rows:
             self.pending.append(rows)
             self.pending_rows += rows.num_rows
-        if self.pending_rows >= self.config.batch_rows:
-            self._flush()
+        if self.writing is not None and self.writing.done():
+            self._wait()  # raises the error of a failed write
+        if self.pending_rows < self.config.batch_rows:
+            return
+        if self.writing is None or self.pending_rows >= PENDING_BATCHES * self.config.batch_rows:
+            self._flush(last=False)  # the writer is idle, or memory is full: wait for it
 
     def close(self, *, flush: bool) -> None:
         """Write what is pending and wait for the last transaction; without ``flush`` (an
         error, Ctrl-C), drop what is pending and stop waiting for the lock."""
         try:
             if flush:
-                self._flush()
+                self._flush(last=True)
             else:
                 self.stop.set()
             self._wait()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _flush(self) -> None:
+    def _flush(self, *, last: bool) -> None:
         if not self.pending:
             return
         rows = pa.concat_tables(self.pending)
-        self.pending, self.pending_rows = [], 0
+        size = rows.num_rows if last else rows.num_rows - rows.num_rows % self.config.batch_rows
+        rest = rows.slice(size)
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         self._wait()
-        self.writing = self.pool.submit(self._write, rows)
+        self.writing = self.pool.submit(self._write, rows.slice(0, size))
 
     def _wait(self) -> None:
         if self.writing is not None:

@@ -7,16 +7,18 @@ connection is open (a read-only one blocks the writer, the writer blocks readers
 logging who holds the file, until its timeout.
 
 Invariants:
-- the schema is ``sql/schema.sql`` (version 1) plus the numbered ``MIGRATIONS`` after it;
+- the schema is ``sql/schema.sql`` (version 1) plus the numbered ``MIGRATIONS`` after it
+  (``sql/migrate_*.sql``);
   ``meta.schema_version`` is the last one applied, each in its own transaction with the
   version bump; a database newer than this code is refused, never downgraded;
 - the views (``sql/views.sql``) are re-created by the writer when that file or the data
   directory changes (``meta.views_signature``); a reader whose data directory moved gets a
   temporary ``ticks`` view over the right lake, so readers never need write access;
 - every connection runs with ``TimeZone = 'UTC'``;
-- :func:`upsert_features` writes one transaction, and never passes DuckDB the same
-  (ticker, window_start) twice in one statement (DuckDB would silently keep one): the
-  last occurrence in the table wins.
+- one row per (ticker, window_start) (contract 5), kept by :func:`upsert_features`, the
+  only writer of ``features`` (since migration 2 the table has no PRIMARY KEY: its index
+  took 44 % of the insert's time): in one transaction it deletes the stored rows of the
+  batch's keys, then inserts the batch, deduplicated first (the last occurrence wins).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import pyarrow.compute as pc
 from analytics.features import FEATURE_SCHEMA
 from analytics.views import SQL_DIR, reader_ticks_view, signature, views_to_create
 from recorder.backoff import Backoff
+from recorder.schema import TIME_TYPE
 from ticklake.clock import Clock, SystemClock
 
 __all__ = [
@@ -74,6 +77,7 @@ ROW_SCHEMA: Final = (
 )
 """The Arrow schema of the rows :func:`upsert_features` writes: features, flags, computed_at."""
 
+MINUTE_MS: Final = 60_000
 _HOLDER_RE: Final = re.compile(r"held in (?P<process>.*?) \(PID (?P<pid>\d+)\)")
 _LOG_EVERY: Final = 10.0  # seconds between repeated db_locked warnings
 
@@ -103,7 +107,10 @@ class Migration:
     sql_file: str
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "features and meta tables", "schema.sql"),)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "features and meta tables", "schema.sql"),
+    Migration(2, "features without a primary key", "migrate_2_features_keyless.sql"),
+)
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
@@ -321,7 +328,7 @@ def _attach_lake(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
 def dedupe_keys(table: pa.Table) -> tuple[pa.Table, int]:
     """``table`` with one row per (ticker, window_start), the last occurrence; and how many
     rows were dropped. Row order is otherwise kept."""
-    if table.num_rows < 2:
+    if table.num_rows < 2 or _distinct_minute_keys(table):
         return table, 0
     keyed = table.select(["ticker", "window_start"]).append_column(
         "_row", pa.array(np.arange(table.num_rows, dtype=np.int64))
@@ -333,6 +340,22 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, int]:
         return table, 0
     keep = pc.sort_indices(last["_row_max"])
     return table.take(pc.take(last["_row_max"], keep)), table.num_rows - last.num_rows
+
+
+def _distinct_minute_keys(table: pa.Table) -> bool:
+    """True when every key is distinct, checked on integers (~3x faster than grouping):
+    the features' case, minute-aligned starts. False when it cannot tell so cheaply."""
+    starts, tickers = table["window_start"], table["ticker"]
+    if starts.null_count or tickers.null_count or not pa.types.is_timestamp(starts.type):
+        return False
+    ms = np.asarray(starts.cast(TIME_TYPE).cast(pa.int64()).to_numpy(), np.int64)
+    if np.any(ms % MINUTE_MS):
+        return False
+    codes = pc.dictionary_encode(tickers).combine_chunks().indices.to_numpy()
+    minute = ms // MINUTE_MS
+    key = np.left_shift(codes.astype(np.int64), 32) | (minute - minute.min())
+    key.sort()
+    return not np.any(key[1:] == key[:-1])
 
 
 def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
@@ -350,15 +373,17 @@ def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     if rows.num_rows == 0:
         return 0
     columns = ", ".join(f'"{name}"' for name in ROW_SCHEMA.names)
+    span = pc.min_max(rows["window_start"])
+    bounds = {"lo": span["min"].as_py(), "hi": span["max"].as_py()}
     con.register("_ticklake_rows", rows)
     try:
         con.begin()
         try:
-            # A plain INSERT costs about half of INSERT OR REPLACE (250 k new rows: 0.22 s
-            # against 0.3-0.55 s), so it is used when no key is stored yet: a backfill of
-            # new history, most live minutes. The check prunes by the rows' time range.
-            insert = "INSERT OR REPLACE" if _any_stored(con, rows) else "INSERT"
-            con.execute(f"{insert} INTO features ({columns}) SELECT {columns} FROM _ticklake_rows")
+            # The key lookups are joins pruned by the batch's time range: the table grows
+            # in time order, so DuckDB skips row groups by their min/max of window_start.
+            if _one(con, _COUNT_STORED, bounds) != (0,):
+                con.execute(_DELETE_STORED, bounds).fetchall()
+            con.execute(f"INSERT INTO features ({columns}) SELECT {columns} FROM _ticklake_rows")
             con.commit()
         except BaseException:
             con.rollback()
@@ -368,13 +393,11 @@ def upsert_features(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     return int(rows.num_rows)
 
 
-def _any_stored(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> bool:
-    """Whether a key of the registered ``_ticklake_rows`` is in ``features`` already."""
-    span = pc.min_max(rows["window_start"])
-    found = _one(
-        con,
-        "SELECT count(*) FROM features AS f SEMI JOIN _ticklake_rows USING (ticker, window_start) "
-        "WHERE f.window_start BETWEEN $lo AND $hi",
-        {"lo": span["min"].as_py(), "hi": span["max"].as_py()},
-    )
-    return bool(found and found[0])
+_COUNT_STORED: Final = (
+    "SELECT count(*) FROM features AS f SEMI JOIN _ticklake_rows USING (ticker, window_start) "
+    "WHERE f.window_start BETWEEN $lo AND $hi"
+)
+_DELETE_STORED: Final = (
+    "DELETE FROM features AS f USING _ticklake_rows AS r WHERE f.ticker = r.ticker "
+    "AND f.window_start = r.window_start AND f.window_start BETWEEN $lo AND $hi"
+)

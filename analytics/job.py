@@ -147,9 +147,14 @@ def write_rows(
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Open the database (waiting out readers), upsert ``rows`` in one transaction, close."""
+    """Open the database (waiting out readers), upsert ``rows`` in one transaction, close.
+
+    DuckDB writes on one thread: its second thread only competed with the computing ones
+    (719 k rows: 0.75 s of CPU on one thread, 1.3 s on two).
+    """
     con = open_db(path, clock=clock, timeout=timeout, lake=lake, sleep=sleep, stop=stop)
     try:
+        con.execute("SET threads = 1")
         return upsert_features(con, rows)
     finally:
         con.close()

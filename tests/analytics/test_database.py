@@ -15,6 +15,7 @@ from analytics.database import (
     MIGRATIONS,
     ROW_SCHEMA,
     SCHEMA_VERSION,
+    SQL_DIR,
     DatabaseError,
     DatabaseLockedError,
     DatabaseMissingError,
@@ -90,7 +91,40 @@ def test_a_new_database_gets_the_schema_and_its_version(tmp_path: Path) -> None:
         )
         assert kind == expected, name
     assert timezone == [("UTC",)]
-    assert [row[3] for row in described][:2] == ["PRI", "PRI"]
+    assert [row[0] for row in described if row[2] == "NO"] == NOT_NULL
+    assert [row[3] for row in described] == [None] * len(described)  # keys: upsert_features
+
+
+NOT_NULL = ["ticker", "window_start", "window_end", "open", "high", "low", "close"]
+NOT_NULL += ["tick_count", "first_time", "last_time", "late", "computed_at"]
+
+
+def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path, caplog) -> None:
+    path = database_path(tmp_path)
+    con = duckdb.connect(str(path))
+    con.execute((SQL_DIR / MIGRATIONS[0].sql_file).read_text(encoding="utf-8"))
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    keys = [("MSFT", T0 + MIN), ("AMZN", T0), ("AMZN", T0 + MIN)]
+    con.register("old", rows(keys, close=7.0))
+    con.execute("INSERT INTO features SELECT * FROM old")
+    con.close()
+    with caplog.at_level(logging.INFO, logger="analytics.database"):
+        con = open_db(path, lake=tmp_path)
+    try:
+        assert "event=db_migrated version=2" in caplog.text and schema_version(con) == 2
+        described = con.execute("DESCRIBE features").fetchall()
+        assert [row[0] for row in described] == ROW_SCHEMA.names
+        assert [row[0] for row in described if row[2] == "NO"] == NOT_NULL
+        assert con.execute("SELECT count(*) FROM seed_features").fetchall() == [(3,)]
+        assert upsert_features(con, rows([("AMZN", T0), ("IBM", T0)], close=8.0)) == 2
+    finally:
+        con.close()
+    assert stored(path) == [
+        ("AMZN", T0, 8.0, False),
+        ("AMZN", T0 + MIN, 7.0, False),
+        ("IBM", T0, 8.0, False),
+        ("MSFT", T0 + MIN, 7.0, False),
+    ]
 
 
 def test_reopening_does_not_migrate_again(tmp_path: Path, caplog) -> None:
@@ -167,11 +201,13 @@ def test_duplicate_keys_in_one_upsert_keep_the_last(tmp_path: Path) -> None:
     finally:
         con.close()
     assert stored(path) == [("AMZN", T0, 3.0, False), ("MSFT", T0, 100.0, False)]
-    # what happens without deduplication: DuckDB silently keeps one of them (contract 6)
-    raw = duckdb.connect()
-    raw.execute("CREATE TABLE f (k INT PRIMARY KEY, v INT)")
-    raw.execute("INSERT OR REPLACE INTO f VALUES (1, 1), (1, 3)")
-    assert raw.execute("SELECT count(*) FROM f").fetchall() == [(1,)]
+    # again: the stored rows of those keys are replaced, never doubled
+    con = open_db(path)
+    try:
+        assert upsert_features(con, table) == 2
+    finally:
+        con.close()
+    assert stored(path) == [("AMZN", T0, 3.0, False), ("MSFT", T0, 100.0, False)]
 
 
 def test_upsert_rejects_rows_without_the_flags(tmp_path: Path) -> None:
