@@ -379,6 +379,7 @@ _worker: _Compute | None = None
 def _start_worker(compute: _Compute) -> None:
     global _worker
     _worker = compute
+    keep_freed_memory()
 
 
 def _run_in_worker(chunk: Chunk) -> _Computed:
