@@ -145,6 +145,7 @@ class BackfillResult:
     ticks: int = 0
     lookback_rows: int = 0
     transactions: int = 0
+    batches: list[int] = field(default_factory=list)  # rows per transaction, in order
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -315,7 +316,7 @@ class _Writer:
         at = rows.schema.get_field_index("computed_at")
         now = pa.scalar(int(self.clock.now() * 1e6), ROW_SCHEMA.field(at).type)
         rows = rows.set_column(at, "computed_at", pa.repeat(now, rows.num_rows))
-        self.result.rows += write_rows(
+        written = write_rows(
             self.database,
             rows,
             lake=self.data,
@@ -323,6 +324,8 @@ class _Writer:
             timeout=self.config.lock_timeout,
             stop=self.stop,
         )
+        self.result.rows += written
+        self.result.batches.append(written)
         self.result.transactions += 1
         _timed(self.result, "write", time.perf_counter() - started)
 

@@ -134,7 +134,11 @@ def test_two_workers_give_the_same_rows(lake, tmp_path, pool) -> None:
     data, live, clock = lake
     db = tmp_path / "b.duckdb"
     result = run(data, db, clock, workers=2, pool=pool, tickers_per_chunk=1, batch_rows=40)
-    assert result.chunks == len(TICKERS) and result.transactions == 2  # 40 rows: 2 chunks
+    assert result.chunks == len(TICKERS) and sum(result.batches) == result.rows == live.num_rows
+    # whole multiples of batch_rows while the writer keeps up, the rest in the last one
+    *whole, last = result.batches
+    assert len(whole) >= 1 and all(n % 40 == 0 for n in whole) and last > 0
+    assert result.transactions == len(result.batches) < live.num_rows // 40 + 2
     assert rows(tmp_path / "b.duckdb") == columns_of(live, ROW_COLUMNS)
 
 
