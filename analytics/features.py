@@ -110,11 +110,10 @@ def compute_features(
     """Features of the requested windows (all windows holding a tick of ``ticks`` if None).
 
     ``ticks`` needs ``ticker`` (or ``id``), ``time``, ``seq`` and ``price``; ``day_volume``,
-    ``market_hours`` and ``received_at`` are used when present. With ``lateness``, a
-    ``late`` column follows ``FEATURE_SCHEMA``'s (see the module docstring). ``windows`` has
-    ``ticker`` and
-    ``window_start`` (timestamp, or int64 epoch ms), each start a multiple of 60 s.
+    ``market_hours`` and ``received_at`` are used when present. ``windows`` has ``ticker``
+    and ``window_start`` (timestamp, or int64 epoch ms), each start a multiple of 60 s.
     ``previous`` has the columns of ``ticks``; see the module docstring for the lookback.
+    With ``lateness`` (seconds), a ``late`` column follows ``FEATURE_SCHEMA``'s.
     Fastest when ticks come grouped by ticker and sorted by (time, seq), as the lake
     stores them: then nothing is sorted.
     """

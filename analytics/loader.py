@@ -274,7 +274,7 @@ def _with_codes(
 
 
 def _combined(table: pa.Table) -> pa.Table:
-    """``table.combine_chunks()``, column by column: half the time (2 ms against 1 ms for
+    """``table.combine_chunks()``, column by column: half the time (1 ms against 2 ms for
     10 day files' 268 k rows), the same table. Dictionaries are unified."""
     if all(column.num_chunks <= 1 for column in table.columns):
         return table
