@@ -195,19 +195,13 @@ def test_duplicate_keys_in_one_upsert_keep_the_last(tmp_path: Path) -> None:
     deduped, dropped = dedupe_keys(table)
     assert dropped == 1 and deduped["close"].to_pylist() == [100.0, 3.0]
     path = database_path(tmp_path)
-    con = open_db(path)
-    try:
-        assert upsert_features(con, table) == 2
-    finally:
-        con.close()
-    assert stored(path) == [("AMZN", T0, 3.0, False), ("MSFT", T0, 100.0, False)]
-    # again: the stored rows of those keys are replaced, never doubled
-    con = open_db(path)
-    try:
-        assert upsert_features(con, table) == 2
-    finally:
-        con.close()
-    assert stored(path) == [("AMZN", T0, 3.0, False), ("MSFT", T0, 100.0, False)]
+    for _ in range(2):  # again: the stored rows of those keys are replaced, never doubled
+        con = open_db(path)
+        try:
+            assert upsert_features(con, table) == 2
+        finally:
+            con.close()
+        assert stored(path) == [("AMZN", T0, 3.0, False), ("MSFT", T0, 100.0, False)]
 
 
 def test_upsert_rejects_rows_without_the_flags(tmp_path: Path) -> None:
