@@ -166,18 +166,49 @@ def load_windows(
     time_ms = np.asarray(ticks["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
     has_reading = np.asarray(pc.is_valid(ticks["day_volume"]).to_numpy(), dtype=np.bool_)
 
-    def one(i: int) -> tuple[pa.Table, int, int]:
-        ticker, lo, hi = names_array[i].as_py(), int(bounds[i]), int(bounds[i + 1])
-        part = _TickerTicks(ticks.slice(lo, hi - lo), time_ms[lo:hi], has_reading[lo:hi])
-        return _finish_ticker(index, ticker, requested[ticker], part, keys[ticker], names, cache)
+    tickers = names_array.to_pylist()
+    if cache is not None:
+        for i, ticker in enumerate(tickers):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            ticker_ticks = _TickerTicks(
+                ticks.slice(lo, hi - lo), time_ms[lo:hi], has_reading[lo:hi]
+            )
+            _remember_readings(cache, ticker, requested[ticker], keys[ticker], ticker_ticks)
+    walks = _walk_starts(tickers, requested, code, time_ms, has_reading)
 
-    if threads > 1 and len(requested) > 1:  # lookbacks may read files
+    def lookback(item: tuple[int, list[int]]) -> tuple[int, list[pa.Table], int]:
+        i, starts = item
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        readings = time_ms[lo:hi][has_reading[lo:hi]]
+        loaded = set(requested[tickers[i]].tolist())
+        with_readings = set((readings - readings % MINUTE_MS).tolist())
+        rows, files = [], 0
+        for start in starts:
+            row, read = previous_reading(
+                index, tickers[i], start, loaded, with_readings, names, cache
+            )
+            files += read
+            if row is not None:
+                rows.append(row)
+        return i, rows, files
+
+    if threads > 1 and len(walks) > 1:  # lookbacks may read files
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = list(pool.map(one, range(len(names_array))))
+            found = list(pool.map(lookback, walks.items()))
     else:
-        parts = [one(i) for i in range(len(names_array))]
-    if any(p[1] for p in parts):
-        ticks = _with_ids([p[0] for p in parts], names_array, names)
+        found = [lookback(item) for item in walks.items()]
+    extra = {i: rows for i, rows, _ in found if rows}
+    lookback_rows, lookback_files = sum(map(len, extra.values())), sum(f for _, _, f in found)
+    if extra:  # each ticker's lookback rows, then its ticks; ids set by _with_ids
+        rest = load_schema([c for c in names if c != "id"])
+        parts = [
+            pa.concat_tables(
+                _as(t.select(rest.names), rest)
+                for t in [*extra.get(i, []), ticks.slice(lo, hi - lo)]
+            )
+            for i, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist()))
+        ]
+        ticks = _with_ids(parts, names_array, names)
     else:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
         ticks = _with_codes(ticks, code, names_array, names)
     counts = [len(requested[name]) for name in names_array.to_pylist()]
@@ -189,7 +220,7 @@ def load_windows(
             "window_start": pa.array(starts.astype(np.int64), TIME_TYPE),
         }
     )
-    return Loaded(ticks, table, sum(p[1] for p in parts), sum(p[2] for p in parts))
+    return Loaded(ticks, table, lookback_rows, lookback_files)
 
 
 def _requested(windows: Mapping[str, Iterable[int]]) -> dict[str, NDArray[np.int64]]:
@@ -384,47 +415,44 @@ class _TickerTicks:
     has_reading: NDArray[np.bool_]
 
 
-def _finish_ticker(
-    index: LakeIndex,
-    ticker: str,
-    minutes: NDArray[np.int64],
-    part: _TickerTicks,
-    keys: list[FileKey | None],
-    columns: list[str],
-    cache: ReadingCache | None,
-) -> tuple[pa.Table, int, int]:
-    """(the ticker's ticks + lookback rows, lookback rows, lookback files read)."""
-    ticks, time_ms, has_reading = part.table, part.time_ms, part.has_reading
-    if cache is not None:
-        _remember_readings(cache, ticker, minutes, keys, part)
-    sets: tuple[set[int], set[int]] | None = None  # (loaded, with readings), when needed
-    extra: list[pa.Table] = []
-    files = 0
-    cut = np.flatnonzero(np.diff(minutes) != MINUTE_MS) + 1
-    run_starts = minutes[np.concatenate(([0], cut))]
-    run_ends = minutes[np.concatenate((cut - 1, [len(minutes) - 1]))] + MINUTE_MS
-    firsts = np.searchsorted(time_ms, run_starts).tolist()
-    lasts = np.searchsorted(time_ms, run_ends).tolist()
-    for start, lo, hi in zip(run_starts.tolist(), firsts, lasts, strict=True):
-        if not has_reading[lo:hi].any():
-            continue  # no reading in the run: its volume needs no lookback
+def _walk_starts(
+    tickers: list[str],
+    requested: Mapping[str, NDArray[np.int64]],
+    code: NDArray[np.int64],
+    time_ms: NDArray[np.int64],
+    has_reading: NDArray[np.bool_],
+) -> dict[int, list[int]]:
+    """Per ticker (index into ``tickers``), where the volume lookback of each of its runs
+    of consecutive requested minutes starts walking back: the run's first minute holding a
+    tick, for runs that hold a reading and do not reach back to the lookback floor (a run
+    without a reading needs no lookback; a backfilled day from its floor has it loaded).
+    Vectorized over every run of every ticker: ``code``/``time_ms`` are the loaded ticks,
+    grouped by ticker code and time-sorted within each."""
+    if len(time_ms) == 0:
+        return {}
+    counts = [len(requested[t]) for t in tickers]
+    which = np.repeat(np.arange(len(tickers), dtype=np.int64), counts)
+    minutes = np.concatenate([requested[t] for t in tickers])
+    new_run = np.ones(len(minutes), np.bool_)
+    new_run[1:] = (which[1:] != which[:-1]) | (np.diff(minutes) != MINUTE_MS)
+    firsts = np.flatnonzero(new_run)
+    run_ticker, run_start = which[firsts], minutes[firsts]
+    run_end = minutes[np.append(firsts[1:] - 1, len(minutes) - 1)] + MINUTE_MS
+    low = min(int(time_ms.min()), int(run_start.min()))
+    span = max(int(time_ms.max()), int(run_end.max())) - low + 1
+    tick_key = code * span + (time_ms - low)  # sorted: ticks are grouped, then time-sorted
+    lo = np.searchsorted(tick_key, run_ticker * span + (run_start - low))
+    hi = np.searchsorted(tick_key, run_ticker * span + (run_end - low))
+    readings_before = np.concatenate(([0], np.cumsum(has_reading)))
+    walks: dict[int, list[int]] = {}
+    for r in np.flatnonzero(readings_before[hi] > readings_before[lo]).tolist():
+        i, start, tick = int(run_ticker[r]), int(run_start[r]), int(time_ms[lo[r]])
         # Walk back from the run's first minute holding a tick, as a request of only the
         # minutes with ticks would: the lookback floor (session, crypto's 24 h) follows it.
-        tick = int(time_ms[lo])
         walk_from = max(start, tick - tick % MINUTE_MS)
-        if lookback_floor_ms(ticker, walk_from) >= start:
-            continue  # the run reaches back to the floor (a backfilled day): all loaded
-        if sets is None:
-            readings = time_ms[has_reading]
-            sets = set(minutes.tolist()), set((readings - readings % MINUTE_MS).tolist())
-        row, read = previous_reading(index, ticker, walk_from, *sets, columns, cache)
-        files += read
-        if row is not None:
-            extra.append(row)
-    if extra:  # ids differ in type (dictionary, plain): _with_ids sets them all
-        rest = load_schema([c for c in columns if c != "id"])
-        ticks = pa.concat_tables(_as(t.select(rest.names), rest) for t in [*extra, ticks])
-    return ticks, len(extra), files
+        if lookback_floor_ms(tickers[i], walk_from) < start:
+            walks.setdefault(i, []).append(walk_from)
+    return walks
 
 
 def _remember_readings(
