@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, database_path
@@ -367,7 +368,7 @@ class _Compute:
     def __call__(self, chunk: Chunk) -> _Computed:
         # Every minute of the range is requested, not only those holding ticks: no listing
         # is needed, and a minute without ticks simply yields no row.
-        minutes = list(range(chunk.start_ms, chunk.end_ms, MINUTE_MS))
+        minutes = np.arange(chunk.start_ms, chunk.end_ms, MINUTE_MS, dtype=np.int64)
         job = JobResult(done=False)
         rows = compute_rows(
             self.data,

@@ -272,16 +272,11 @@ def read_sources(
 
     Day files are read with PyArrow, only the row groups holding the minutes (the whole
     file for a whole day), and without their ``id`` column: a day file holds one ticker;
-    its ``id`` comes dictionary-encoded over ``tickers`` (which must name it), else over
-    its one name. Minute files are read in one DuckDB scan.
+    their ``id`` comes dictionary-encoded over ``tickers`` (which must name them all), else
+    over their names in order. Minute files are read in one DuckDB scan.
     """
     schema = load_schema(columns)
-    dictionary: tuple[pa.Array, dict[str, int]] | None = None
-    if tickers is not None:
-        dictionary = tickers, {name: code for code, name in enumerate(tickers.to_pylist())}
-    parts = [
-        _read_day(ticker, path, minutes, columns, dictionary) for ticker, path, minutes in days
-    ]
+    parts = [] if not days else [_read_days(days, columns, tickers)]
     if paths or not (parts or recent):
         parts.append(read_files(paths, columns))
     if recent:  # LAKE_SCHEMA tables: one chunk cast once (one dictionary for the tickers)
@@ -326,30 +321,33 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.take(pa.array(np.lexsort((*keys, ids.indices.to_numpy()))))
 
 
-def _read_day(
-    ticker: str,
-    path: Path,
-    minutes: Minutes,
-    columns: Sequence[str],
-    dictionary: tuple[pa.Array, dict[str, int]] | None,
+def _read_days(
+    days: Sequence[tuple[str, Path, Minutes]], columns: Sequence[str], tickers: pa.Array | None
 ) -> pa.Table:
+    """The rows of these (ticker, day file, minutes), in order, as one table: ``id``
+    dictionary-encoded over ``tickers`` (or the days' tickers in order), built once."""
     read = [c for c in columns if c != "id"]
+    parts = [_read_day(path, minutes, read) for _, path, minutes in days]
+    table = _combined(pa.concat_tables(parts)) if len(parts) > 1 else parts[0]
+    if "id" in columns:  # dictionary-encoded: compared as integers from here on
+        if tickers is None:
+            tickers = pa.array(list(dict.fromkeys(t for t, _, _ in days)), pa.string())
+        code_of = {name: code for code, name in enumerate(tickers.to_pylist())}
+        codes = np.array([code_of[ticker] for ticker, _, _ in days], np.int32)
+        ids = np.repeat(codes, [part.num_rows for part in parts])
+        table = table.append_column("id", pa.DictionaryArray.from_arrays(ids, tickers))
+    return _as(table.select(list(columns)), load_schema(columns))
+
+
+def _read_day(path: Path, minutes: Minutes, columns: list[str]) -> pa.Table:
     try:
         if len(minutes) == DAY_MS // MINUTE_MS:
-            table = read_day(path, read, dictionary=["market_hours"])
-        else:
-            table = read_day_minutes(path, list(minutes), read, dictionary=["market_hours"])
+            return read_day(path, columns, dictionary=["market_hours"])
+        starts = np.asarray(minutes, np.int64).tolist()
+        return read_day_minutes(path, starts, columns, dictionary=["market_hours"])
     except (OSError, pa.ArrowException) as exc:
         reason = str(exc).splitlines()[0]
         raise LakeReadError(f"cannot read {path}: {reason}; move a damaged file aside") from exc
-    if "id" in columns:  # dictionary-encoded: cheap to build, compared as integers
-        if dictionary is None:
-            names, code = pa.array([ticker], pa.string()), 0  # typed: inference costs ~40 us
-        else:
-            names, code = dictionary[0], dictionary[1][ticker]
-        ids = pa.DictionaryArray.from_arrays(np.full(table.num_rows, code, np.int32), names)
-        table = table.append_column("id", ids)
-    return _as(table.select(list(columns)), load_schema(columns))
 
 
 def _with_ids(parts: list[pa.Table], names: pa.Array, columns: list[str]) -> pa.Table:
