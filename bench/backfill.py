@@ -341,6 +341,7 @@ def job_minutes(root: Path, tickers: int, minutes: int, *, in_process: bool) -> 
     ``ticklake analyze`` beside a recorder in another process.
     """
     data, start = root / ("job-in" if in_process else "job-apart"), FIRST_DAY + 14 * HOUR
+    shutil.rmtree(data, ignore_errors=True)  # a kept --dir holds the last run's state
     generator = Generator(5)
     segment = [(start, start + minutes * MIN, 1, "REGULAR_MARKET")]
     tables = [generator.ticks(f"J{i:03d}", segment) for i in range(tickers)]
