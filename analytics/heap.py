@@ -7,7 +7,8 @@ threshold at once; every new page costs a fault on first touch. A backfill alloc
 frees arrays of a few MB per chunk, so it faulted in ~1 GB of pages per 20 M ticks: 0.7 s of
 system time in 3.3 s (230 k minor faults) on one core. With blocks up to 32 MB served from
 the heap and up to 128 MB of free heap kept, the same work took 2.5 s with 0.1 s of system
-time (10 k faults), and two threads 1.7 s instead of 2.1 s (``bench/backfill.py``).
+time (10 k faults), and two threads 1.7 s instead of 2.1 s (``bench/backfill.py``'s
+history, read and computed without the DuckDB write).
 
 Invariants:
 - :func:`keep_freed_memory` changes process-wide ``mallopt`` settings, once; it is for
