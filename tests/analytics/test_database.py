@@ -167,10 +167,11 @@ def test_upsert_replaces_rows_in_one_transaction(tmp_path: Path) -> None:
     try:
         assert upsert_features(con, rows([("AMZN", T0), ("AMZN", T0 + MIN)])) == 2
         assert upsert_features(con, rows([("AMZN", T0 + MIN)], close=101.5, late=True)) == 1
-        # stored and new keys in one batch, the stored one at each end of its time range
+        # stored and new keys in one batch: the stored one at the low end of its time range,
         mixed = rows([("AMZN", T0 + 2 * MIN), ("AMZN", T0), ("MSFT", T0 + MIN)], close=99.0)
         assert upsert_features(con, mixed) == 3
-        assert upsert_features(con, rows([("MSFT", T0 + 3 * MIN), ("AMZN", T0 + MIN)])) == 2
+        # then at the high end
+        assert upsert_features(con, rows([("MSFT", T0 - MIN), ("AMZN", T0 + 2 * MIN)])) == 2
         broken = rows([("MSFT", T0), ("AMZN", T0)], close=7.0)
         broken = broken.set_column(
             broken.schema.get_field_index("open"), "open", pa.array([1.0, None], pa.float32())
@@ -181,10 +182,10 @@ def test_upsert_replaces_rows_in_one_transaction(tmp_path: Path) -> None:
         con.close()
     assert stored(path) == [
         ("AMZN", T0, 99.0, False),
-        ("AMZN", T0 + MIN, 100.0, False),
-        ("AMZN", T0 + 2 * MIN, 99.0, False),
+        ("AMZN", T0 + MIN, 101.5, True),
+        ("AMZN", T0 + 2 * MIN, 100.0, False),
+        ("MSFT", T0 - MIN, 100.0, False),
         ("MSFT", T0 + MIN, 99.0, False),
-        ("MSFT", T0 + 3 * MIN, 100.0, False),
     ]
 
 
