@@ -149,10 +149,16 @@ class BackfillResult:
     rows: int = 0
     ticks: int = 0
     lookback_rows: int = 0
-    transactions: int = 0
     batches: list[int] = field(default_factory=list)  # rows per transaction, in order
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def transactions(self) -> int:
+        return len(self.batches)
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
 
     @property
     def ticks_per_second(self) -> float:
@@ -331,8 +337,7 @@ class _Writer:
         )
         self.result.rows += written
         self.result.batches.append(written)
-        self.result.transactions += 1
-        _timed(self.result, "write", time.perf_counter() - started)
+        self.result.timed("write", time.perf_counter() - started)
         if not last:
             self.stop.wait(YIELD_SECONDS)
 
@@ -426,10 +431,6 @@ def _computed(
             yield done
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _timed(result: BackfillResult, name: str, seconds: float) -> None:
-    result.timings[name] = result.timings.get(name, 0.0) + seconds
 
 
 def _utc(epoch_ms: int) -> str:

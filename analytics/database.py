@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from analytics.features import FEATURE_SCHEMA
 from analytics.views import SQL_DIR, reader_ticks_view, signature, views_to_create
 from recorder.backoff import Backoff
+from recorder.layout import MINUTE_MS
 from recorder.schema import TIME_TYPE
 from ticklake.clock import Clock, SystemClock
 
@@ -77,7 +78,6 @@ ROW_SCHEMA: Final = (
 )
 """The Arrow schema of the rows :func:`upsert_features` writes: features, flags, computed_at."""
 
-MINUTE_MS: Final = 60_000
 _HOLDER_RE: Final = re.compile(r"held in (?P<process>.*?) \(PID (?P<pid>\d+)\)")
 _LOG_EVERY: Final = 10.0  # seconds between repeated db_locked warnings
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
 from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, BackfillResult
@@ -211,19 +210,3 @@ def _line(exc: BaseException) -> str:
 def _fail(err: TextIO, message: str) -> int:
     print(f"ticklake backfill: {message}", file=err, flush=True)
     return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ticklake.backfill_cmd --start … --end …`` (until ``ticklake backfill``
-    is wired into ``ticklake.cli``)."""
-    parser = argparse.ArgumentParser(prog="ticklake backfill", description=DESCRIPTION)
-    add_backfill_arguments(parser, {})
-    ns = parser.parse_args(argv)
-    logging.basicConfig(
-        level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    return run(ns)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

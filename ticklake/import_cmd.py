@@ -170,7 +170,8 @@ def _iso(epoch_ms: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ticklake.import_cmd FILE…`` (until ``ticklake import`` is wired)."""
+    """``python -m ticklake.import_cmd FILE…``: ``ticklake import`` alone, logging at INFO
+    (the tests run it as a process of its own)."""
     parser = argparse.ArgumentParser(prog="ticklake import", description=DESCRIPTION)
     add_arguments(parser, {})
     ns = parser.parse_args(argv)
