@@ -130,8 +130,9 @@ def load_windows(
     paths: list[Path] = []
     recent: list[pa.Table] = []
     days: list[tuple[str, Path, Minutes]] = []
-    names_array = pa.array(sorted(requested), pa.string())
-    for ticker in names_array.to_pylist():  # in code order: the parts come out grouped
+    tickers = sorted(requested)  # codes index this order
+    names_array = pa.array(tickers, pa.string())
+    for ticker in tickers:  # in code order: the parts come out grouped
         ms = requested[ticker]
         keys[ticker] = []
         day_of = ms // DAY_MS
@@ -166,7 +167,6 @@ def load_windows(
     time_ms = np.asarray(ticks["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
     has_reading = np.asarray(pc.is_valid(ticks["day_volume"]).to_numpy(), dtype=np.bool_)
 
-    tickers = names_array.to_pylist()
     if cache is not None:
         for i, ticker in enumerate(tickers):
             lo, hi = int(bounds[i]), int(bounds[i + 1])
@@ -174,7 +174,10 @@ def load_windows(
                 ticks.slice(lo, hi - lo), time_ms[lo:hi], has_reading[lo:hi]
             )
             _remember_readings(cache, ticker, requested[ticker], keys[ticker], ticker_ticks)
-    walks = _walk_starts(tickers, requested, code, time_ms, has_reading)
+    # every requested window: which[k] indexes ``tickers``, starts[k] its minute
+    which = np.repeat(np.arange(len(tickers), dtype=np.int32), [len(requested[t]) for t in tickers])
+    starts = np.concatenate([requested[t] for t in tickers] or [_NONE])
+    walks = _walk_starts(tickers, which, starts, code, time_ms, has_reading)
 
     def lookback(item: tuple[int, list[int]]) -> tuple[int, list[pa.Table], int]:
         i, starts = item
@@ -211,9 +214,6 @@ def load_windows(
         ticks = _with_ids(parts, names_array, names)
     else:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
         ticks = _with_codes(ticks, code, names_array, names)
-    counts = [len(requested[name]) for name in names_array.to_pylist()]
-    which = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    starts = np.concatenate([requested[name] for name in names_array.to_pylist()] or [_NONE])
     table = pa.table(  # tickers encoded as the ticks' ids are: matched by code, not by name
         {
             "ticker": pa.DictionaryArray.from_arrays(which, names_array),
@@ -415,7 +415,8 @@ class _TickerTicks:
 
 def _walk_starts(
     tickers: list[str],
-    requested: Mapping[str, NDArray[np.int64]],
+    which: NDArray[np.int32],
+    minutes: NDArray[np.int64],
     code: NDArray[np.int64],
     time_ms: NDArray[np.int64],
     has_reading: NDArray[np.bool_],
@@ -424,17 +425,15 @@ def _walk_starts(
     of consecutive requested minutes starts walking back: the run's first minute holding a
     tick, for runs that hold a reading and do not reach back to the lookback floor (a run
     without a reading needs no lookback; a backfilled day from its floor has it loaded).
-    Vectorized over every run of every ticker: ``code``/``time_ms`` are the loaded ticks,
-    grouped by ticker code and time-sorted within each."""
+    Vectorized over every run of every ticker: ``which``/``minutes`` are the requested
+    windows (ticker index, start), grouped by ticker and sorted; ``code``/``time_ms`` the
+    loaded ticks, grouped by ticker code and time-sorted within each."""
     if len(time_ms) == 0:
         return {}
-    counts = [len(requested[t]) for t in tickers]
-    which = np.repeat(np.arange(len(tickers), dtype=np.int64), counts)
-    minutes = np.concatenate([requested[t] for t in tickers])
     new_run = np.ones(len(minutes), np.bool_)
     new_run[1:] = (which[1:] != which[:-1]) | (np.diff(minutes) != MINUTE_MS)
     firsts = np.flatnonzero(new_run)
-    run_ticker, run_start = which[firsts], minutes[firsts]
+    run_ticker, run_start = which[firsts].astype(np.int64), minutes[firsts]
     run_end = minutes[np.append(firsts[1:] - 1, len(minutes) - 1)] + MINUTE_MS
     low = min(int(time_ms.min()), int(run_start.min()))
     span = max(int(time_ms.max()), int(run_end.max())) - low + 1
