@@ -1,8 +1,8 @@
 """Integer codes of ticker columns: the index of each row's ticker in a list of names.
 
-Ticker columns come plain (strings) or dictionary-encoded (day files are read with a
-one-value dictionary, and the loader hands out its ticks with a dictionary over the
-requested tickers): a dictionary is looked up once per value, not once per row.
+Ticker columns come plain (strings) or dictionary-encoded (the loader reads day files and
+hands out its ticks with a dictionary over the requested tickers): a dictionary is looked
+up once per value, not once per row, and not at all when it is ``names`` itself.
 """
 
 from __future__ import annotations

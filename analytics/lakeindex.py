@@ -18,21 +18,22 @@ from typing import Final
 
 from recorder.lake import list_minutes, list_tickers
 from recorder.layout import (
+    DAY_MS,
     HISTORY_DIR,
     MINUTE_MS,
     PART_NAME,
     TICKS_DIR,
+    day_start_ms,
     history_file,
     lake_days,
     ticker_dir,
+    utc_date,
 )
 from recorder.recent import FileKey, file_key
 
 __all__ = ["DAY_MS", "FileKey", "LakeIndex", "file_key", "minute_path"]
 
 LIST_ABOVE_MINUTES: Final = 120  # longer ranges (within a date) are listed, shorter probed
-DAY_MS: Final = 24 * 3600 * 1000
-_EPOCH: Final = dt.date(1970, 1, 1)
 
 
 class LakeIndex:
@@ -62,7 +63,7 @@ class LakeIndex:
         found: dict[str, set[int]] = {}
         for tier in (TICKS_DIR, HISTORY_DIR):
             for ticker, date, _ in lake_days(self.root, tier):
-                found.setdefault(ticker, set()).add((date - _EPOCH).days)
+                found.setdefault(ticker, set()).add(day_start_ms(date) // DAY_MS)
         return found
 
     def minutes(self, ticker: str, start_ms: int, end_ms: int) -> list[int]:
@@ -106,7 +107,7 @@ class LakeIndex:
 
 @functools.lru_cache(maxsize=4096)
 def _date(day: int) -> dt.date:
-    return _EPOCH + dt.timedelta(days=day)
+    return utc_date(day * DAY_MS)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from recorder.atomic import make_dirs_durable, replace_file
 from recorder.dedupe import merge_ticks
-from recorder.layout import HISTORY_DIR, MINUTE_MS, day_start_ms
+from recorder.layout import DAY_MS, HISTORY_DIR, MINUTE_MS, day_start_ms
 from recorder.schema import LAKE_SCHEMA
 
 __all__ = [
@@ -250,7 +250,7 @@ def day_minutes(path: Path) -> list[int]:
 def day_range(date: dt.date) -> tuple[int, int]:
     """``[start, end)`` epoch ms of a UTC date."""
     start = day_start_ms(date)
-    return start, start + 86_400_000
+    return start, start + DAY_MS
 
 
 def _merge_ranges(starts: list[int]) -> list[tuple[int, int]]:
