@@ -44,8 +44,9 @@ from analytics.lakeindex import LakeIndex
 from analytics.loader import load_windows, next_windows
 from analytics.lookback import ReadingCache
 from analytics.plan import load_state, plan_run, save_state, step_windows
+from recorder.layout import MINUTE_MS
 from recorder.recorder import SESSIONS_FILE
-from recorder.seal import MINUTE_MS, load_seal
+from recorder.seal import load_seal
 from recorder.sessions import read_sessions
 from ticklake.clock import Clock
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.lakeindex import DAY_MS, FileKey, LakeIndex, file_key
+from analytics.volume import HOUR_MS
 from recorder.lake import read_minutes
 from recorder.layout import MINUTE_MS
 from recorder.markets import AssetClass, asset_class, session_id
@@ -41,7 +42,6 @@ __all__ = [
 
 PROBE_MINUTES: Final = 3  # neighbouring minutes probed by exact path before listing a date
 CRYPTO_LOOKBACK_MS: Final = 24 * 3600 * 1000
-HOUR_MS: Final = 3600 * 1000
 
 
 class ReadingCache:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from recorder.atomic import atomic_write_bytes
-from recorder.seal import MINUTE_MS, SealState, floor_minute_ms
+from recorder.layout import MINUTE_MS
+from recorder.seal import SealState, floor_minute_ms
 
 __all__ = [
     "STATE_FILE",

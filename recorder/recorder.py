@@ -34,8 +34,9 @@ from recorder.feed import Feed, FeedConfig
 from recorder.ingest import Ingest, IngestStats
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
 from recorder.lake import LakeError, clean_temporaries
+from recorder.layout import MINUTE_MS
 from recorder.quarantine import Quarantine
-from recorder.seal import MINUTE_MS, load_seal, save_seal, watermark_at
+from recorder.seal import load_seal, save_seal, watermark_at
 from recorder.sessions import SessionLog
 from ticklake.clock import Clock, SystemClock
 

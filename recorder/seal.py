@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from recorder.atomic import atomic_write_bytes
+from recorder.layout import MINUTE_MS
 
-MINUTE_MS = 60_000
 SEAL_FILE = Path("state") / "seal.json"
 
 

@@ -21,9 +21,9 @@ import pyarrow as pa
 from analytics.database import database_path, open_db
 from analytics.job import AnalyticsJob, JobConfig
 from recorder.feed import FeedConfig
+from recorder.layout import MINUTE_MS
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.render import shortest_float32
-from recorder.seal import MINUTE_MS
 from ticklake.clock import SystemClock
 from ticklake.simulator import Simulator, SimulatorConfig
 

@@ -18,10 +18,10 @@ import pytest
 import recorder.lake
 from recorder.ingest import Ingest, IngestStats
 from recorder.lake import LakeWriteError
-from recorder.layout import minute_file, minute_placeholder
+from recorder.layout import MINUTE_MS, minute_file, minute_placeholder
 from recorder.pricing_pb2 import PricingData
 from recorder.quarantine import Quarantine
-from recorder.seal import MINUTE_MS, SealState
+from recorder.seal import SealState
 
 T0_MS = int(dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp() * 1000)
 SEALED = T0_MS - MINUTE_MS  # with the watermark at T0, this window is sealed

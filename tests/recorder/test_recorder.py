@@ -24,9 +24,9 @@ import pytest
 import recorder.ingest
 import recorder.journal
 import recorder.lake
-from recorder.layout import duckdb_read_sql, minute_file
+from recorder.layout import MINUTE_MS, duckdb_read_sql, minute_file
 from recorder.recorder import Recorder
-from recorder.seal import MINUTE_MS, floor_minute_ms
+from recorder.seal import floor_minute_ms
 from recorder.sessions import read_sessions
 from recorder.symbols import is_valid_symbol
 from tests.recorder.conftest import (

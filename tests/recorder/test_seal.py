@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from recorder.layout import MINUTE_MS
 from recorder.seal import (
-    MINUTE_MS,
     SEAL_FILE,
     LateWindow,
     SealState,
