@@ -27,9 +27,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# Regenerate recorder/pricing_pb2.py(i) from proto/pricing.proto with the pinned protoc.
+# Regenerate lake/pricing_pb2.py(i) from proto/pricing.proto with the pinned protoc.
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=recorder --pyi_out=recorder proto/pricing.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=lake --pyi_out=lake proto/pricing.proto
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.decode

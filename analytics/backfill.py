@@ -51,10 +51,10 @@ from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, database_path
 from analytics.flags import SessionCoverage
 from analytics.heap import keep_freed_memory
 from analytics.job import JobResult, compute_rows, session_coverage, write_rows
-from analytics.lakeindex import DAY_MS, LakeIndex
-from recorder.layout import MINUTE_MS
-from recorder.seal import watermark_at
-from ticklake.clock import Clock
+from lake.clock import Clock
+from lake.index import DAY_MS, LakeIndex
+from lake.seal import watermark_at
+from lake.utc import MINUTE_MS
 
 __all__ = [
     "BackfillConfig",

@@ -40,13 +40,13 @@ import pyarrow.compute as pc
 
 from analytics.features import FEATURE_SCHEMA
 from analytics.views import SQL_DIR, reader_ticks_view, signature, views_to_create
-from recorder.backoff import Backoff
-from recorder.layout import MINUTE_MS
-from recorder.schema import TIME_TYPE
-from ticklake.clock import Clock, SystemClock
+from lake.backoff import Backoff
+from lake.clock import Clock, SystemClock
+from lake.datadir import database_file
+from lake.schema import TIME_TYPE
+from lake.utc import MINUTE_MS
 
 __all__ = [
-    "DB_FILE",
     "MIGRATIONS",
     "ROW_SCHEMA",
     "SCHEMA_VERSION",
@@ -68,7 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DB_FILE: Final = "ticklake.duckdb"
 WRITER_TIMEOUT: Final = 600.0
 READER_TIMEOUT: Final = 30.0
 ROW_SCHEMA: Final = (
@@ -116,7 +115,7 @@ SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 def database_path(data: Path) -> Path:
     """Where the database of the data directory ``data`` lives."""
-    return Path(data) / DB_FILE
+    return database_file(data)
 
 
 def open_db(

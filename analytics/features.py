@@ -59,7 +59,7 @@ from numpy.typing import NDArray
 
 from analytics.codes import ticker_codes
 from analytics.volume import Base, WindowVolume, class_codes, window_volume
-from recorder.schema import RECEIVED_TYPE, TIME_TYPE
+from lake.schema import RECEIVED_TYPE, TIME_TYPE
 
 __all__ = ["FEATURE_SCHEMA", "WINDOW_MS", "FeatureInputError", "compute_features"]
 

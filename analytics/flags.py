@@ -8,7 +8,7 @@ agree on them.
   Computed with the features, in the same segment reduction
   (``compute_features(..., lateness=...)``).
 - ``gap``: a connection gap of the recorder for that ticker overlapped the window, per the
-  session log (``recorder.sessions``): the window was not fully covered by sessions
+  session log (``lake.sessions``): the window was not fully covered by sessions
   carrying the ticker. NULL (unknown) for windows that end before the first session that
   carried the ticker: those ticks came from elsewhere (import, a lake copied in).
 """
@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from analytics.codes import ticker_codes
-from recorder.schema import TIME_TYPE
-from recorder.sessions import Session, gaps
+from lake.schema import TIME_TYPE
+from lake.sessions import Session, gaps
 
 __all__ = ["SessionCoverage"]
 

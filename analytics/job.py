@@ -40,15 +40,15 @@ from analytics.database import (
 )
 from analytics.features import compute_features
 from analytics.flags import SessionCoverage
-from analytics.lakeindex import LakeIndex
 from analytics.loader import load_windows, next_windows
 from analytics.lookback import ReadingCache
 from analytics.plan import load_state, plan_run, save_state, step_windows
-from recorder.layout import MINUTE_MS
-from recorder.recorder import SESSIONS_FILE
-from recorder.seal import load_seal
-from recorder.sessions import read_sessions
-from ticklake.clock import Clock
+from lake.clock import Clock
+from lake.datadir import ANALYTICS_LOCK_FILE, SESSIONS_FILE
+from lake.index import LakeIndex
+from lake.seal import load_seal
+from lake.sessions import read_sessions
+from lake.utc import MINUTE_MS
 
 __all__ = [
     "AnalyticsJob",
@@ -62,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = Path("state") / "analytics.lock"
 READINGS_KEPT_MS = 10 * MINUTE_MS  # cached last readings: only the live lookback needs them
 
 
@@ -297,7 +296,7 @@ class AnalyticsJob:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[bool]:
-        path = self.data / LOCK_FILE
+        path = self.data / ANALYTICS_LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a+") as handle:
             try:

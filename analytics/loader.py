@@ -9,7 +9,7 @@ window is not requested. A run without any reading (FX, say) needs no lookback.
 
 Invariants: only exact paths are read (never a glob of the lake); a (ticker, date) is
 read from its history day file when it exists (only the row groups of the requested
-minutes), else from its minute files (``analytics.lakeindex``); the requested windows
+minutes), else from its minute files (``lake.index``); the requested windows
 come back as a table even where no file exists (those yield no feature row); ``ticks``
 has the ``LOAD_COLUMNS`` of ``LAKE_SCHEMA``, sorted by (ticker, time, seq) within each
 ticker, its lookback rows first; its ``id`` is dictionary-encoded over the requested
@@ -36,7 +36,6 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from analytics.codes import ticker_codes
-from analytics.lakeindex import DAY_MS, FileKey, LakeIndex, file_key, minute_path
 from analytics.lookback import (
     PROBE_MINUTES,
     ReadingCache,
@@ -45,11 +44,12 @@ from analytics.lookback import (
     lookback_floor_ms,
     previous_reading,
 )
-from recorder.history import read_day, read_day_minutes
-from recorder.lake import LakeReadError
-from recorder.layout import MINUTE_MS
-from recorder.recent import RECENT
-from recorder.schema import LAKE_SCHEMA, TIME_TYPE
+from lake.history import read_day, read_day_minutes
+from lake.index import DAY_MS, FileKey, LakeIndex, file_key, minute_path
+from lake.minutes import LakeReadError
+from lake.recent import RECENT
+from lake.schema import LAKE_SCHEMA, TIME_TYPE
+from lake.utc import MINUTE_MS
 
 __all__ = [
     "LOAD_COLUMNS",
@@ -267,7 +267,7 @@ def read_sources(
     tickers: pa.Array | None = None,
 ) -> pa.Table:
     """The rows of exactly these minute files, of these (ticker, day file, minutes) and of
-    ``recent`` (minute files' tables held in memory, ``recorder.recent``), grouped by
+    ``recent`` (minute files' tables held in memory, ``lake.recent``), grouped by
     ``id`` in the order given and sorted by (time, seq) within each.
 
     Day files are read with PyArrow, only the row groups holding the minutes (the whole

@@ -6,7 +6,7 @@ minutes, newest first, one at a time (from its minute file, or from the row grou
 day's history file once the day is compacted), and stops at
 
 - a minute already loaded that holds a reading (the chain continues inside those ticks),
-- the session's start (``recorder.markets.session_id``: 04:00 New York for equities, ETFs
+- the session's start (``recorder.wire.markets.session_id``: 04:00 New York for equities, ETFs
   and indices, 17:00 for FX, 18:00 for futures), since earlier readings never count,
 - 24 h back for crypto, whose rolling figure has no session: after a silence of a day the
   first window's volume starts at its first reading (an undercount, never invented).
@@ -26,11 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.lakeindex import DAY_MS, FileKey, LakeIndex, file_key
-from analytics.volume import HOUR_MS
-from recorder.lake import read_minutes
-from recorder.layout import MINUTE_MS
-from recorder.markets import AssetClass, asset_class, session_id
+from lake.index import DAY_MS, FileKey, LakeIndex, file_key
+from lake.minutes import read_minutes
+from lake.utc import HOUR_MS, MINUTE_MS
+from recorder.wire.markets import AssetClass, asset_class, session_id
 
 __all__ = [
     "ReadingCache",

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from recorder.atomic import atomic_write_bytes
-from recorder.layout import MINUTE_MS
-from recorder.seal import SealState, floor_minute_ms
+from lake.atomic import atomic_write_bytes
+from lake.datadir import ANALYTICS_STATE_FILE
+from lake.seal import SealState
+from lake.utc import MINUTE_MS, floor_minute_ms
 
 __all__ = [
-    "STATE_FILE",
     "AnalyticsState",
     "RunPlan",
     "Step",
@@ -46,7 +46,6 @@ __all__ = [
     "step_windows",
 ]
 
-STATE_FILE: Final = Path("state") / "analytics.json"
 LATE_PER_STEP: Final = 5000
 
 
@@ -69,13 +68,13 @@ class AnalyticsState:
 def load_state(data: Path) -> AnalyticsState | None:
     """The saved state, or None before the first run."""
     try:
-        return AnalyticsState.from_json((Path(data) / STATE_FILE).read_bytes())
+        return AnalyticsState.from_json((Path(data) / ANALYTICS_STATE_FILE).read_bytes())
     except FileNotFoundError:
         return None
 
 
 def save_state(data: Path, state: AnalyticsState) -> None:
-    atomic_write_bytes(Path(data) / STATE_FILE, state.to_json())
+    atomic_write_bytes(Path(data) / ANALYTICS_STATE_FILE, state.to_json())
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from analytics.job import AnalyticsJob, JobConfig, JobResult
-from ticklake.clock import Clock
+from lake.clock import Clock
 
 __all__ = ["Scheduler", "run_second", "start_scheduler"]
 

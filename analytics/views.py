@@ -1,7 +1,7 @@
 """The views of ``sql/views.sql`` for one data directory, and when they need re-creating.
 
 ``{{lake}}`` in the file stands for the lake's ``read_parquet(...)`` expression
-(``recorder.layout.duckdb_read_sql``), ``{{ticker_lake}}`` for one ticker's
+(``lake.layout.duckdb_read_sql``), ``{{ticker_lake}}`` for one ticker's
 (``duckdb_ticker_sql``, whose macro parameters are ``symbol`` and ``day``). DuckDB binds a
 view when it is created and refuses a glob that matches no file, so while the lake is still
 empty the placeholder becomes an empty relation with the same columns; the writer swaps in
@@ -22,14 +22,9 @@ from typing import Final
 
 import pyarrow as pa
 
-from recorder.layout import (
-    PART_NAME,
-    TICKS_DIR,
-    duckdb_read_sql,
-    duckdb_ticker_sql,
-    hidden_days_sql,
-)
-from recorder.schema import LAKE_SCHEMA
+from lake.datadir import TICKS_DIR
+from lake.layout import PART_NAME, duckdb_read_sql, duckdb_ticker_sql, hidden_days_sql
+from lake.schema import LAKE_SCHEMA
 
 __all__ = [
     "LAKE_PLACEHOLDER",

@@ -15,7 +15,7 @@ the same session), the piece's own first reading otherwise.
 
 Invariants:
 - an increment is never negative, so no volume is ever negative;
-- the session of a reading is ``recorder.markets.session_id(ticker, time)``: equities,
+- the session of a reading is ``recorder.wire.markets.session_id(ticker, time)``: equities,
   ETFs and indices reset at 04:00 New York, FX at 17:00, futures at 18:00. Crypto never
   resets: its ``day_volume`` is a *rolling* 24 h figure that rises and falls, so clamping
   each step at 0 makes its volume the sum of the rises, an approximation (the rolling
@@ -38,14 +38,14 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from recorder.markets import AssetClass, asset_class, session_id
+from lake.utc import HOUR_MS
+from recorder.wire.markets import AssetClass, asset_class, session_id
 
-__all__ = ["ASSET_CLASSES", "HOUR_MS", "Base", "WindowVolume", "class_codes", "window_volume"]
+__all__ = ["ASSET_CLASSES", "Base", "WindowVolume", "class_codes", "window_volume"]
 
 ASSET_CLASSES: Final[tuple[AssetClass, ...]] = tuple(AssetClass)
 """Asset class codes are indexes into this tuple."""
 _CRYPTO: Final = ASSET_CLASSES.index(AssetClass.CRYPTOCURRENCY)
-HOUR_MS: Final = 3_600_000
 
 I64 = NDArray[np.int64]
 Codes = NDArray[np.int32]

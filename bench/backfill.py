@@ -7,7 +7,7 @@ Run: ``.venv/bin/python -m bench.backfill [--ticks 20000000] [--tickers 50] [--w
 - History: ``--ticks`` over ``--tickers`` equity-like symbols, ~1 tick/s in regular hours
   (13:30-20:00 UTC, EDT) and one every ~10 s before and after (08:00-24:00), whole-second
   times with ties, session-cumulative ``day_volume``, weekdays from 2024-04-15. Written as
-  one day file per ticker-day by ``recorder.history.write_day_atomically``, the writer
+  one day file per ticker-day by ``lake.history.write_day_atomically``, the writer
   compaction itself uses (``--history-via day-files``, ~25 s for 20 M ticks), or through
   the lake's own paths (``--history-via lake-writer``: the first tick of every ticker-day
   to a minute file by ``write_minutes``, ``compact_eligible`` turns those into day files,
@@ -52,18 +52,19 @@ import pyarrow.compute as pc
 from analytics.backfill import BackfillConfig, BackfillResult, backfill
 from analytics.features import FEATURE_SCHEMA
 from analytics.job import AnalyticsJob, JobConfig
-from analytics.lakeindex import DAY_MS
 from bench.features import seed_fold
-from recorder.compact import compact_eligible
-from recorder.history import write_day_atomically
-from recorder.lake import MinutesWrite, write_minutes
-from recorder.layout import HISTORY_DIR, TICKS_DIR, history_file
-from recorder.markets import asset_class
-from recorder.recent import RECENT
-from recorder.schema import LAKE_SCHEMA
-from recorder.seal import SealState, save_seal
+from lake.clock import ManualClock, SystemClock
+from lake.compact import compact_eligible
+from lake.datadir import HISTORY_DIR, TICKS_DIR
+from lake.history import write_day_atomically
+from lake.index import DAY_MS
+from lake.layout import history_file
+from lake.minutes import MinutesWrite, write_minutes
+from lake.recent import RECENT
+from lake.schema import LAKE_SCHEMA
+from lake.seal import SealState, save_seal
+from recorder.wire.markets import asset_class
 from tests.analytics.test_features import FAST_SQL, assert_same_features
-from ticklake.clock import ManualClock, SystemClock
 
 HOUR, MIN = 3_600_000, 60_000
 FIRST_DAY = int(dt.datetime(2024, 4, 15, tzinfo=dt.UTC).timestamp()) * 1000
@@ -336,7 +337,7 @@ def job_minutes(root: Path, tickers: int, minutes: int, *, in_process: bool) -> 
 
     As in ``ticklake record``: each minute's files are written (``write_minutes``, 4
     threads), then the job runs for that minute once it is sealed. ``in_process``: the job
-    finds the files this process just wrote in memory (``recorder.recent``), as the
+    finds the files this process just wrote in memory (``lake.recent``), as the
     scheduler inside ``record`` does; else that memory is cleared before each run, as for
     ``ticklake analyze`` beside a recorder in another process.
     """

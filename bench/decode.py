@@ -18,8 +18,8 @@ import random
 import time
 from collections.abc import Callable
 
-from recorder.decode import decode_batch
-from recorder.schema import PricingData
+from lake.schema import PricingData
+from recorder.wire.decode import decode_batch
 
 Q = PricingData
 

@@ -50,18 +50,13 @@ from analytics.backfill import BackfillConfig, BackfillResult
 from analytics.backfill import backfill as run_backfill
 from bench.backfill import sql_features
 from bench.features import BASIC_SQL
-from recorder.compact import compact_eligible
-from recorder.history import write_day_atomically
-from recorder.lake import write_minutes
-from recorder.layout import (
-    HISTORY_DIR,
-    HISTORY_GLOB,
-    duckdb_read_sql,
-    duckdb_ticker_sql,
-    history_file,
-)
-from recorder.schema import LAKE_SCHEMA
-from ticklake.clock import SystemClock
+from lake.clock import SystemClock
+from lake.compact import compact_eligible
+from lake.datadir import HISTORY_DIR
+from lake.history import write_day_atomically
+from lake.layout import HISTORY_GLOB, duckdb_read_sql, duckdb_ticker_sql, history_file
+from lake.minutes import write_minutes
+from lake.schema import LAKE_SCHEMA
 from ticklake.simulator.feed import REGULAR, SymbolFeed
 
 FIRST_DAY = dt.date(2024, 1, 2)

@@ -39,9 +39,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from lake.layout import duckdb_read_sql
+from lake.schema import TICK_FIELDS
 from recorder.journal import Journal
-from recorder.layout import duckdb_read_sql
-from recorder.schema import TICK_FIELDS
 
 CLI = [sys.executable, "-m", "ticklake.cli", "--log-level", "WARNING"]
 TICKS = ", ".join(f'"{f.name}"' for f in TICK_FIELDS)

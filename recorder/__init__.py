@@ -1,4 +1,4 @@
-"""The recorder owns the wire format (frames, ticks), the journal and the Parquet lake.
+"""The wire format (:mod:`recorder.wire`) and live capture: feed, journal, ingest, replay.
 
-It never imports ``analytics``.
+It imports :mod:`lake` and never ``analytics`` or ``ticklake``.
 """

@@ -18,9 +18,9 @@ Invariants:
   give-up-after-N); the backoff restarts from ``backoff_base`` after a session that
   received data and lasted ``healthy_after`` seconds;
 - the watchdog ends a session that received nothing for ``stale_after`` seconds while at
-  least one of its symbols' markets was open (``recorder.markets.is_open``); time spent with
+  least one of its symbols' markets was open (``recorder.wire.markets.is_open``); time spent with
   every market of the group closed does not count as silence;
-- every session is recorded in the :class:`~recorder.sessions.SessionLog` (start, then end
+- every session is recorded in the :class:`~lake.sessions.SessionLog` (start, then end
   with its reason; a failed write is logged there and does not stop recording);
 - an exception raised by ``on_frames`` ends its session with ``error: ...``, stops the whole
   feed and is re-raised by :meth:`Feed.run`.
@@ -46,10 +46,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
-from recorder.backoff import Backoff
-from recorder.markets import AssetClass, asset_class, is_open
-from recorder.sessions import SessionLog
-from ticklake.clock import Clock
+from lake.backoff import Backoff
+from lake.clock import Clock
+from lake.sessions import SessionLog
+from recorder.wire.markets import AssetClass, asset_class, is_open
 
 __all__ = ["DEFAULT_URL", "ConnectionState", "ConnectionStatus", "Feed", "FeedConfig", "FeedError"]
 

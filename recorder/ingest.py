@@ -27,12 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from recorder.decode import decode_batch
+from lake.minutes import write_minutes
+from lake.quarantine import Quarantine
+from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
+from lake.seal import SealState
 from recorder.journal import JournalRecord
-from recorder.lake import write_minutes
-from recorder.quarantine import Quarantine
-from recorder.schema import LAKE_SCHEMA, RECEIVED_TYPE
-from recorder.seal import SealState
+from recorder.wire.decode import decode_batch
 
 log = logging.getLogger(__name__)
 CHUNK_FRAMES = 20_000

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import logging
 import os
 import zlib
@@ -52,7 +51,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from recorder.atomic import fsync_directory
+from lake.atomic import fsync_directory
+from lake.datadir import DataLockedError, WriterLock
 from recorder.segment import (
     CRC,
     FOOTER,
@@ -67,6 +67,7 @@ from recorder.segment import (
     encode_header,
     leftover_files,
     list_segments,
+    prune_candidates,
     read_batches,
     read_summary,
     repair_segment,
@@ -74,7 +75,7 @@ from recorder.segment import (
 )
 
 if TYPE_CHECKING:
-    from ticklake.clock import Clock
+    from lake.clock import Clock
 
 __all__ = [
     "FsyncPolicy",
@@ -102,7 +103,7 @@ class JournalWriteError(JournalError):
         return cls(f"cannot write journal {path}: {reason} (errno {exc.errno})")
 
 
-class JournalLockedError(JournalError):
+class JournalLockedError(JournalError, DataLockedError):
     """Another process has the journal open for writing."""
 
 
@@ -144,7 +145,7 @@ class Journal:
         self.directory, self.config, self.writable = directory, config, writable
         self.repairs: tuple[JournalRepair, ...] = ()
         self._open_file: Callable[[Path], SegmentFile] = _create_file
-        self._lock_fd: int | None = None
+        self._writer_lock: WriterLock | None = None
         self._file: SegmentFile | None = None
         self._active_first: int | None = None  # first seq of the open segment
         self._seg_path = directory
@@ -295,9 +296,9 @@ class Journal:
 
     async def run_group_commit(self, clock: Clock) -> None:
         """Until cancelled or closed: ``sync_in_thread()`` every ``group_commit_ms``."""
-        while self._lock_fd is not None:
+        while self._writer_lock is not None:
             await clock.sleep(self.config.group_commit_ms / 1000)
-            if self._lock_fd is None:
+            if self._writer_lock is None:
                 return
             try:
                 await self.sync_in_thread()
@@ -307,7 +308,7 @@ class Journal:
     def close(self) -> None:
         """Flush, footer, fsync and close the open segment; release the lock. Idempotent."""
         try:
-            if self._lock_fd is not None and self._stopped is None:
+            if self._writer_lock is not None and self._stopped is None:
                 self._close_segment()
         finally:
             if self._file is not None:
@@ -354,7 +355,7 @@ class Journal:
 
     def _readable_segments(self) -> tuple[list[SegmentRef], bool]:
         """The segments, and whether the newest may be growing in another process."""
-        if self._lock_fd is not None and self._stopped is None:
+        if self._writer_lock is not None and self._stopped is None:
             self.flush()  # the writer reads its own appends
         return list_segments(self.directory), not self.writable
 
@@ -364,9 +365,8 @@ class Journal:
         """Delete the oldest closed segments whose records all precede ``older_than_us`` and
         whose seqs are all ``<= keep_after_seq``; stops at the first that does not qualify."""
         self._require_writable()
-        refs = [ref for ref in list_segments(self.directory) if ref.first_seq != self._active_first]
         removed: list[Path] = []
-        for ref in refs[:-1]:  # the newest closed segment carries the seq counter
+        for ref in prune_candidates(list_segments(self.directory), self._active_first):
             summary = read_summary(ref)
             if summary is None or summary.max_received_us >= older_than_us:
                 break
@@ -402,7 +402,7 @@ class Journal:
     def _require_writable(self) -> None:
         if not self.writable:
             raise JournalError(f"journal {self.directory} was opened read-only")
-        if self._lock_fd is None:
+        if self._writer_lock is None:
             raise JournalError(f"journal {self.directory} is closed")
         if self._stopped is not None:
             raise JournalWriteError(
@@ -492,23 +492,15 @@ class Journal:
         self._set_buf_limit()
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / "journal.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise JournalLockedError(
-                f"journal {self.directory} is open for writing by process {holder}; stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+            self._writer_lock = WriterLock.acquire(self.directory)
+        except DataLockedError as exc:
+            raise JournalLockedError(str(exc)) from None
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing drops the flock
-            self._lock_fd = None
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
 
     def _recover(self) -> None:
         """Remove compression leftovers, cut the newest segment's torn tail, find next_seq."""

@@ -30,20 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
+from lake.clock import Clock, SystemClock
+from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
+from lake.minutes import LakeError, clean_temporaries
+from lake.quarantine import Quarantine
+from lake.seal import load_seal, save_seal, watermark_at
+from lake.sessions import SessionLog
+from lake.utc import MINUTE_MS
 from recorder.feed import Feed, FeedConfig
 from recorder.ingest import Ingest, IngestStats
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
-from recorder.lake import LakeError, clean_temporaries
-from recorder.layout import MINUTE_MS
-from recorder.quarantine import Quarantine
-from recorder.seal import load_seal, save_seal, watermark_at
-from recorder.sessions import SessionLog
-from ticklake.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
-
-JOURNAL_DIR = "journal"
-SESSIONS_FILE = Path("state") / "sessions.jsonl"
 
 
 @dataclass(frozen=True)

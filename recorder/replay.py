@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lake.datadir import journal_dir
+from lake.minutes import clean_temporaries
+from lake.quarantine import Quarantine
+from lake.seal import load_seal, save_seal
 from recorder.ingest import Ingest, IngestStats
 from recorder.journal import Journal
-from recorder.lake import clean_temporaries
-from recorder.quarantine import Quarantine
-from recorder.seal import load_seal, save_seal
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def replay(
 ) -> IngestStats:
     target = into or data
     stats = IngestStats()
-    with Journal.open(data / "journal") as journal:  # the lock: no recorder beside us
+    with Journal.open(journal_dir(data)) as journal:  # the lock: no recorder beside us
         target.mkdir(parents=True, exist_ok=True)
         clean_temporaries(target)
         seal = load_seal(target)

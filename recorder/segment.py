@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from recorder.atomic import fsync_directory
+from lake.atomic import fsync_directory
 
 MAGIC = b"TLJOURNL"
 VERSION = 1
@@ -121,6 +121,13 @@ def list_segments(directory: Path) -> list[SegmentRef]:
         if ref.first_seq not in found or not ref.compressed:
             found[ref.first_seq] = ref
     return [found[seq] for seq in sorted(found)]
+
+
+def prune_candidates(refs: list[SegmentRef], open_first_seq: int | None) -> list[SegmentRef]:
+    """The segments pruning may consider, oldest first: every closed one but the newest,
+    which carries the seq counter across restarts (``open_first_seq``: the open segment)."""
+    closed = [ref for ref in refs if ref.first_seq != open_first_seq]
+    return closed[:-1]
 
 
 def leftover_files(directory: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 --
 -- The writer (the analytics job) re-creates these whenever this file or the data directory
 -- changes. {{lake}} stands for the lake's read_parquet(...) expression over the data
--- directory (recorder.layout.duckdb_read_sql); while the lake holds no file yet it is an
+-- directory (lake.layout.duckdb_read_sql); while the lake holds no file yet it is an
 -- empty relation with the same columns, replaced once the first minute file exists.
 -- To use this file by hand, replace {{lake}} with
 --   read_parquet('<data>/ticks/*/*/*/*.parquet', hive_partitioning = true,

@@ -39,8 +39,8 @@ from analytics.database import (
 )
 from analytics.job import AnalyticsJob, JobConfig
 from analytics.scheduler import start_scheduler
-from recorder.lake import LakeError
-from ticklake.clock import SystemClock
+from lake.clock import SystemClock
+from lake.minutes import LakeError
 from ticklake.config import Option, add_options, positive_float, positive_int
 from ticklake.record_cmd import DATA, RECORD_OPTIONS, run_until_signal
 

@@ -23,10 +23,10 @@ from typing import Any, Final, TextIO
 from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, BackfillResult
 from analytics.backfill import backfill as run_backfill
 from analytics.database import DatabaseError
-from recorder.lake import LakeError
+from lake.clock import Clock, SystemClock
+from lake.minutes import LakeError
 from ticklake.analyze_cmd import DATABASE
 from ticklake.analyze_cmd import LOCK_TIMEOUT as ANALYZE_LOCK_TIMEOUT
-from ticklake.clock import Clock, SystemClock
 from ticklake.config import Option, add_options, positive_int, utc_time
 from ticklake.record_cmd import DATA, RECORD_OPTIONS, tickers
 

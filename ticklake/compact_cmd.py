@@ -21,10 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
-from recorder.compact import DEFAULT_GRACE_S, compact_eligible
-from recorder.retention import RetentionConfig, RetentionError, check_retention
-from recorder.status import TierStatus, lake_status
-from ticklake.clock import SystemClock
+from lake.clock import SystemClock
+from lake.compact import DEFAULT_GRACE_S, compact_eligible
+from lake.retention import RetentionConfig, RetentionError, check_retention
+from lake.status import TierStatus, lake_status
+from recorder.journal_status import journal_status
 from ticklake.config import Option, add_options, non_negative_float
 from ticklake.record_cmd import DATA, RECORD_OPTIONS
 
@@ -138,7 +139,11 @@ def status(ns: argparse.Namespace) -> int:
     except RetentionError as exc:
         print(f"ticklake status: {exc}", file=sys.stderr)
         return 2
-    tiers = lake_status(data, SystemClock().now(), config)
+    now = SystemClock().now()
+    tiers = [
+        *lake_status(data, now, config),
+        journal_status(data, now, config.journal_retention_days),
+    ]
     if ns.format == "json":
         for tier in tiers:
             print(json.dumps(_json(tier)))

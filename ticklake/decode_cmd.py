@@ -1,7 +1,7 @@
 """``ticklake decode``: captured frames in, one JSON object per tick out.
 
 Reads frames (v1 or v2, one per line) from files or stdin and writes JSON Lines: a tick
-object per decodable frame (see :mod:`recorder.render`), ``{"line": N, "error": "..."}``
+object per decodable frame (see :mod:`recorder.wire.render`), ``{"line": N, "error": "..."}``
 for a bad line, nothing for a skipped non-pricing envelope. A summary goes to stderr.
 """
 
@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from recorder.decode import decode_batch
-from recorder.render import tick_records
+from recorder.wire.decode import decode_batch
+from recorder.wire.render import tick_records
 
 BATCH_LINES = 10_000
 

@@ -20,11 +20,11 @@ import pyarrow as pa
 
 from analytics.database import database_path, open_db
 from analytics.job import AnalyticsJob, JobConfig
+from lake.clock import SystemClock
+from lake.utc import MINUTE_MS
 from recorder.feed import FeedConfig
-from recorder.layout import MINUTE_MS
 from recorder.recorder import Recorder, RecorderConfig
-from recorder.render import shortest_float32
-from ticklake.clock import SystemClock
+from recorder.wire.render import shortest_float32
 from ticklake.simulator import Simulator, SimulatorConfig
 
 DEMO_TICKERS = ("AMZN", "MSFT", "^GSPC", "EURUSD=X", "BTC-USD", "ETH-USD")

@@ -1,6 +1,6 @@
 """``ticklake import FILE…``: tick history from Parquet or CSV into the lake, all or nothing.
 
-The rules (columns, time formats, seqs, what a bad row is) live in :mod:`recorder.importer`.
+The rules (columns, time formats, seqs, what a bad row is) live in :mod:`lake.importer`.
 This module holds the options, the progress lines on stderr (every ``PROGRESS_EVERY``
 seconds: phase, rows, rows/s) and the summary on stdout.
 
@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from recorder.compact import DEFAULT_HORIZON_S
-from recorder.importer import (
+from lake.clock import Clock, SystemClock
+from lake.compact import DEFAULT_HORIZON_S
+from lake.datadir import DataLockedError
+from lake.importer import (
     ImportOptions,
     ImportProgress,
     ImportRejectedError,
@@ -29,8 +31,6 @@ from recorder.importer import (
     ImportWriteError,
     import_files,
 )
-from recorder.journal import JournalError, JournalLockedError
-from ticklake.clock import Clock, SystemClock
 from ticklake.config import Option, add_options, positive_int
 from ticklake.record_cmd import DATA
 
@@ -118,9 +118,9 @@ def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
     try:
         progress = ProgressLines(sys.stderr, clock)
         stats = import_files(ns.data, ns.files, int(started * 1e6), options, progress)
-    except JournalLockedError as exc:
+    except DataLockedError as exc:
         return _fail(f"a recorder is running on {ns.data}: {exc}", 2)
-    except (ImportUsageError, JournalError) as exc:
+    except ImportUsageError as exc:
         return _fail(str(exc), 2)
     except ImportRejectedError as exc:
         _print_rejection(exc, sys.stderr)

@@ -12,11 +12,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from lake.symbols import SymbolError, parse_symbols
 from recorder.feed import DEFAULT_URL, FeedConfig, FeedError
 from recorder.journal import FsyncPolicy, JournalError, JournalLockedError
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.replay import replay
-from recorder.symbols import SymbolError, parse_symbols
 from ticklake.config import (
     Option,
     boolean,

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from recorder.lake import write_minutes
-from recorder.schema import LAKE_SCHEMA
-from recorder.seal import LateWindow, SealState, save_seal
+from lake.minutes import write_minutes
+from lake.schema import LAKE_SCHEMA
+from lake.seal import LateWindow, SealState, save_seal
 
 MIN = 60_000
 # 2024-04-16 14:00 UTC (10:00 New York, EDT): inside one equity session until 08:00 UTC
@@ -119,8 +119,8 @@ def all_sessions(data: Path, symbols: Sequence[str], start_ms: int) -> None:
 
 def lake_ticks(data: Path) -> pa.Table:
     """Every tick in the lake (for references), via exact paths."""
-    from recorder.lake import list_minutes, list_tickers, read_minutes
-    from recorder.layout import ticker_dir
+    from lake.layout import ticker_dir
+    from lake.minutes import list_minutes, list_tickers, read_minutes
 
     parts = []
     for ticker in list_tickers(data):

@@ -15,9 +15,10 @@ import pytest
 from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, backfill
 from analytics.database import database_path
 from analytics.job import AnalyticsJob, JobConfig
-from analytics.lakeindex import LakeIndex, minute_path
-from recorder.compact import compact_eligible
-from recorder.layout import minute_file
+from lake.clock import ManualClock
+from lake.compact import compact_eligible
+from lake.index import LakeIndex, minute_path
+from lake.layout import minute_file
 from tests.analytics.synthetic import (
     FEATURE_COLUMNS,
     MIN,
@@ -30,7 +31,6 @@ from tests.analytics.synthetic import (
     sessions,
     write_lake,
 )
-from ticklake.clock import ManualClock
 
 TICKERS = ("AMZN", "MSFT", "EURUSD=X", "BTC-USD")
 MINUTES = 30

@@ -28,8 +28,8 @@ from analytics.database import (
     upsert_features,
 )
 from analytics.features import FEATURE_SCHEMA
+from lake.clock import ManualClock, SystemClock
 from tests.analytics.synthetic import MIN, T0, Feed, hold_database, write_lake
-from ticklake.clock import ManualClock, SystemClock
 
 DUCKDB_TYPES = {
     pa.string(): "VARCHAR",

@@ -14,14 +14,15 @@ import pyarrow.compute as pc
 import pytest
 
 from analytics.features import FEATURE_SCHEMA, FeatureInputError, compute_features
-from analytics.volume import ASSET_CLASSES, HOUR_MS
-from recorder.markets import asset_class, session_id
+from analytics.volume import ASSET_CLASSES
+from lake.utc import HOUR_MS
+from recorder.wire.markets import asset_class, session_id
 
 TIME = pa.timestamp("ms", tz="UTC")
 MINUTE = 60_000
 
 # The reference: per-tick increments by window functions over the readings, the session
-# from DuckDB's own time zone arithmetic (not recorder.markets), first/last by
+# from DuckDB's own time zone arithmetic (not recorder.wire.markets), first/last by
 # arg_min/arg_max over (time, seq). Inputs: `ticks` (lake columns) and `classes`
 # (ticker, asset class name).
 REFERENCE_SQL = """

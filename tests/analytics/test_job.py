@@ -16,8 +16,10 @@ import pyarrow.compute as pc
 import pytest
 
 from analytics.database import database_path, upsert_features
-from analytics.job import LOCK_FILE, AnalyticsJob, JobConfig, run_once
+from analytics.job import AnalyticsJob, JobConfig, run_once
 from analytics.plan import AnalyticsState, load_state, save_state
+from lake.clock import ManualClock, SystemClock
+from lake.datadir import ANALYTICS_LOCK_FILE
 from tests.analytics.synthetic import (
     MIN,
     T0,
@@ -31,7 +33,6 @@ from tests.analytics.synthetic import (
     sessions,
     write_lake,
 )
-from ticklake.clock import ManualClock, SystemClock
 
 TICKERS = ("AMZN", "MSFT", "EURUSD=X", "BTC-USD")
 HOUR = 60 * MIN
@@ -249,8 +250,8 @@ def test_after_its_timeout_the_writer_leaves_the_work_to_the_next_run(lake, tmp_
 
 def test_a_second_concurrent_run_is_busy(tmp_path: Path) -> None:
     seal(tmp_path, T0 + MIN)
-    (tmp_path / LOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
-    with (tmp_path / LOCK_FILE).open("a") as handle:
+    (tmp_path / ANALYTICS_LOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
+    with (tmp_path / ANALYTICS_LOCK_FILE).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         result = run_once(tmp_path, clock_at(T0 + MIN), config())
     assert not result.done and result.reason == "busy" and load_state(tmp_path) is None

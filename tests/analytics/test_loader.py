@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 import pytest
 
 from analytics.features import compute_features
-from analytics.lakeindex import LakeIndex
 from analytics.loader import load_windows
 from analytics.lookback import ReadingCache, lookback_floor_ms
+from lake.index import LakeIndex
 from tests.analytics.synthetic import MIN, Feed, columns_of, lake_ticks, write_lake
 
 HOUR = 60 * MIN

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from analytics.plan import (
-    STATE_FILE,
     AnalyticsState,
     Step,
     load_state,
@@ -17,7 +16,8 @@ from analytics.plan import (
     save_state,
     step_windows,
 )
-from recorder.seal import LateWindow, SealState
+from lake.datadir import ANALYTICS_STATE_FILE
+from lake.seal import LateWindow, SealState
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -122,8 +122,10 @@ def test_state_round_trips_atomically(tmp_path: Path) -> None:
     assert load_state(tmp_path) is None
     save_state(tmp_path, AnalyticsState(W, 17))
     assert load_state(tmp_path) == AnalyticsState(W, 17)
-    assert b'"done_watermark_ms": 1713276000000' in (tmp_path / STATE_FILE).read_bytes()
-    assert [p.name for p in (tmp_path / STATE_FILE).parent.iterdir()] == ["analytics.json"]
+    assert b'"done_watermark_ms": 1713276000000' in (tmp_path / ANALYTICS_STATE_FILE).read_bytes()
+    assert [p.name for p in (tmp_path / ANALYTICS_STATE_FILE).parent.iterdir()] == [
+        "analytics.json"
+    ]
 
 
 def test_step_windows_merges_listed_minutes_and_late_windows() -> None:

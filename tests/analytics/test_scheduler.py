@@ -14,8 +14,8 @@ from analytics.database import database_path
 from analytics.job import JobConfig
 from analytics.plan import AnalyticsState, load_state
 from analytics.scheduler import Scheduler, run_second, start_scheduler
+from lake.clock import ManualClock
 from tests.analytics.synthetic import MIN, T0, Feed, db_features, hold_database, seal, write_lake
-from ticklake.clock import ManualClock
 
 
 async def until(condition, timeout: float = 10.0) -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from analytics.database import SQL_DIR, database_path, open_db
 from analytics.job import JobConfig, run_once
+from lake.clock import ManualClock
 from tests.analytics.synthetic import MIN, Feed, seal, sessions, write_lake
-from ticklake.clock import ManualClock
 
 # 22:30 to 01:30 UTC: across a UTC midnight (two daily bars) and no session reset of the
 # tickers below (equities reset at 08:00 UTC, FX at 21:00), so the direct computation can

@@ -28,14 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recorder.decode import decode_batch
+from lake.clock import Clock
+from lake.datadir import TICKS_DIR
+from lake.layout import PART_NAME, minute_placeholder
+from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
+from lake.symbols import valid_symbol_mask
 from recorder.feed import ConnectionState, FeedConfig
 from recorder.journal import Journal
-from recorder.layout import PART_NAME, TICKS_DIR, minute_placeholder
 from recorder.recorder import Recorder, RecorderConfig
-from recorder.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
-from recorder.symbols import valid_symbol_mask
-from ticklake.clock import Clock
+from recorder.wire.decode import decode_batch
 from ticklake.simulator import Simulator, SimulatorConfig
 
 WEDNESDAY_15_UTC = dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp()

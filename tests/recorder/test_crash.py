@@ -24,10 +24,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from recorder.decode import decode_batch
+from lake.layout import duckdb_read_sql
+from lake.schema import TICK_SCHEMA
 from recorder.journal import Journal
-from recorder.layout import duckdb_read_sql
-from recorder.schema import TICK_SCHEMA
+from recorder.wire.decode import decode_batch
 from ticklake.simulator import Simulator, SimulatorConfig
 
 GROUP_COMMIT_S = 0.2

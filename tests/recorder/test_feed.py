@@ -20,11 +20,11 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from lake.clock import Clock, ManualClock, SystemClock
+from lake.pricing_pb2 import PricingData
+from lake.sessions import Session, SessionLog, read_sessions
 from recorder.feed import ConnectionState, Feed, FeedConfig, FeedError
-from recorder.markets import NEW_YORK
-from recorder.pricing_pb2 import PricingData
-from recorder.sessions import Session, SessionLog, read_sessions
-from ticklake.clock import Clock, ManualClock, SystemClock
+from recorder.wire.markets import NEW_YORK
 from ticklake.simulator import Simulator, SimulatorConfig
 
 CRYPTO = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD"]

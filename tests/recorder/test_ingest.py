@@ -15,13 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import recorder.lake
+import lake.minutes
+from lake.layout import minute_file, minute_placeholder
+from lake.minutes import LakeWriteError
+from lake.pricing_pb2 import PricingData
+from lake.quarantine import Quarantine
+from lake.seal import SealState
+from lake.utc import MINUTE_MS
 from recorder.ingest import Ingest, IngestStats
-from recorder.lake import LakeWriteError
-from recorder.layout import MINUTE_MS, minute_file, minute_placeholder
-from recorder.pricing_pb2 import PricingData
-from recorder.quarantine import Quarantine
-from recorder.seal import SealState
 
 T0_MS = int(dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp() * 1000)
 SEALED = T0_MS - MINUTE_MS  # with the watermark at T0, this window is sealed
@@ -159,20 +160,20 @@ def test_a_new_tick_in_a_sealed_window_marks_it_late_again(tmp_path: Path) -> No
 def test_a_failed_write_leaves_nothing_behind_and_the_retry_applies_everything_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = recorder.lake._write_parquet
+    real_write = lake.minutes._write_parquet
 
     def full_disk(table: pa.Table, path: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     ingest = make_ingest(tmp_path)
-    monkeypatch.setattr(recorder.lake, "_write_parquet", full_disk)
+    monkeypatch.setattr(lake.minutes, "_write_parquet", full_disk)
     with pytest.raises(LakeWriteError, match="No space left on device"):
         apply(ingest, BATCH)
     ingest.quarantine.flush()
     assert ingest.seal.applied_seq == 0 and ingest.seal.late == []
     assert snapshot(tmp_path) == {}
 
-    monkeypatch.setattr(recorder.lake, "_write_parquet", real_write)
+    monkeypatch.setattr(lake.minutes, "_write_parquet", real_write)
     stats = apply(ingest, BATCH)
     ingest.quarantine.close()
     assert stats.ticks_added == 3 and ingest.seal.applied_seq == 9

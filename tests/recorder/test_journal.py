@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lake.clock import ManualClock
 from recorder.journal import (
     FsyncPolicy,
     Journal,
@@ -25,7 +26,6 @@ from recorder.journal import (
     JournalWriteError,
 )
 from recorder.segment import FOOTER, HEADER, RECORD_OVERHEAD, list_segments
-from ticklake.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000_000_000

@@ -21,14 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import lake.minutes
 import recorder.ingest
 import recorder.journal
-import recorder.lake
-from recorder.layout import MINUTE_MS, duckdb_read_sql, minute_file
+from lake.clock import ManualClock
+from lake.layout import duckdb_read_sql, minute_file
+from lake.sessions import read_sessions
+from lake.symbols import is_valid_symbol
+from lake.utc import MINUTE_MS, floor_minute_ms
 from recorder.recorder import Recorder
-from recorder.seal import floor_minute_ms
-from recorder.sessions import read_sessions
-from recorder.symbols import is_valid_symbol
 from tests.recorder.conftest import (
     CRYPTO,
     TICK_COLUMNS,
@@ -45,7 +46,6 @@ from tests.recorder.conftest import (
     sql,
     tree,
 )
-from ticklake.clock import ManualClock
 from ticklake.simulator import Simulator, SimulatorConfig
 
 
@@ -273,11 +273,11 @@ def test_a_slow_disk_never_slows_the_receive_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
-    real_write = recorder.lake.write_minutes
+    real_write = lake.minutes.write_minutes
     slow: list[tuple[int, int, int, int]] = []  # (sent, journaled) before and after a write
     refs: dict[str, object] = {}
 
-    def slow_write(root: Path, table: pa.Table) -> recorder.lake.MinutesWrite:
+    def slow_write(root: Path, table: pa.Table) -> lake.minutes.MinutesWrite:
         rec, sim = refs["recorder"], refs["sim"]
         assert isinstance(rec, Recorder) and isinstance(sim, Simulator)
         if len(slow) < 3:  # the disk: 0.5 s per flush, for the first three flushes
@@ -307,7 +307,7 @@ def test_a_full_disk_is_reported_and_the_lake_catches_up(
 ) -> None:
     caplog.set_level(logging.INFO)
     data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
-    real_write = recorder.lake._write_parquet
+    real_write = lake.minutes._write_parquet
     full = {"until": time.monotonic() + 1.5}
     journaled: list[int] = []
 
@@ -322,7 +322,7 @@ def test_a_full_disk_is_reported_and_the_lake_catches_up(
             if time.monotonic() < full["until"]:
                 journaled.append(recorder_.journal.next_seq - 1)
 
-    monkeypatch.setattr(recorder.lake, "_write_parquet", write_parquet)
+    monkeypatch.setattr(lake.minutes, "_write_parquet", write_parquet)
     sim = SimulatorConfig(rate=20, seed=12, garbage_rate=0.1, sent_log=sent_log)
     record(recorder_config(data, CRYPTO), sim, 2.5, probe=watch)
 

@@ -10,9 +10,9 @@ import pytest
 
 from analytics.backfill import BackfillProgress
 from analytics.database import database_path
+from lake.clock import ManualClock, SystemClock
 from tests.analytics.synthetic import MIN, T0, Feed, db_features, hold_database, write_lake
 from ticklake.backfill_cmd import ProgressBar, add_backfill_arguments, progress_text, run
-from ticklake.clock import ManualClock, SystemClock
 
 START, END = "2024-04-16T14:00Z", "2024-04-16T14:10Z"  # T0 and ten minutes on
 CLOCK = ManualClock(T0 / 1000 + 3600)

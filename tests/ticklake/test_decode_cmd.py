@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recorder.schema import PricingData
+from lake.schema import PricingData
 
 
 def run_decode(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:

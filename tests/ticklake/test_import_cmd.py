@@ -13,10 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from recorder.importer import ImportProgress, ImportStats
+from lake.clock import ManualClock
+from lake.datadir import TICKS_DIR
+from lake.importer import ImportProgress, ImportStats
+from lake.layout import duckdb_read_sql
 from recorder.journal import Journal
-from recorder.layout import TICKS_DIR, duckdb_read_sql
-from ticklake.clock import ManualClock
 from ticklake.import_cmd import ProgressLines, add_arguments, history_before, main, summary
 
 T0 = 1_795_617_000_000  # 2026-11-25T14:30:00Z

@@ -16,8 +16,8 @@ from typing import IO
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.layout import parse_minute_dir
-from recorder.seal import SealState
+from lake.layout import parse_minute_dir
+from lake.seal import SealState
 from tests.recorder.conftest import (
     CRYPTO,
     assert_lake_is_journal,

@@ -28,10 +28,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from recorder.decode import decode_batch
-from recorder.markets import NEW_YORK, market_hours, session_id
-from recorder.pricing_pb2 import PricingData
-from ticklake.clock import ManualClock
+from lake.clock import ManualClock
+from lake.pricing_pb2 import PricingData
+from recorder.wire.decode import decode_batch
+from recorder.wire.markets import NEW_YORK, market_hours, session_id
 from ticklake.simulator import (
     Simulator,
     SimulatorConfig,

@@ -15,6 +15,7 @@ import pytest
 
 from analytics.database import database_path
 from analytics.job import JobConfig, run_once
+from lake.clock import ManualClock
 from tests.analytics.synthetic import MIN, T0, Feed, hold_database, seal, write_lake
 from ticklake.analyze_cmd import (
     add_analyze_arguments,
@@ -23,7 +24,6 @@ from ticklake.analyze_cmd import (
     format_table,
     sql,
 )
-from ticklake.clock import ManualClock
 
 QUERY = "SELECT ticker, close, volume, window_start FROM features ORDER BY ticker"
 

@@ -2,7 +2,7 @@
 
 It speaks the real protocol byte for byte (v1 bare base64 frames at ``/``, v2 JSON envelopes
 at ``/?version=2``, ``PricingData`` serialized with proto3 rules), streams seeded random
-walks per symbol during each market's hours (``recorder.markets``), and injects faults on
+walks per symbol during each market's hours (``recorder.wire.markets``), and injects faults on
 request: dropped and stalled connections, garbage, duplicate, out-of-order and late frames.
 
     async with Simulator(SimulatorConfig(rate=5, seed=1), clock=clock) as sim:

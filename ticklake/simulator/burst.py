@@ -34,9 +34,9 @@ from typing import Any, Final
 import numpy.typing as npt
 from websockets.protocol import State
 
-from recorder.markets import AssetClass, market_hours, session_id
-from recorder.pricing_pb2 import PricingData
-from ticklake.clock import Clock
+from lake.clock import Clock
+from lake.pricing_pb2 import PricingData
+from recorder.wire.markets import AssetClass, market_hours, session_id
 from ticklake.simulator.connection import SimConnection
 from ticklake.simulator.feed import Feed, Tick
 from ticklake.simulator.frames import v2_frame

@@ -7,10 +7,10 @@ Invariants:
   clock's whole second in epoch ms, shared by every message of one :meth:`Feed.advance`;
 - a field equal to its zero value is never set (proto3 rules, as Yahoo serializes), so
   PRE_MARKET, an unchanged ``change`` or a zero volume are absent from the wire;
-- ``day_volume`` rises within a session and restarts when ``recorder.markets.session_id``
+- ``day_volume`` rises within a session and restarts when ``recorder.wire.markets.session_id``
   changes; crypto instead carries a rolling 24 h figure in ``day_volume``, ``last_size``
   and ``vol_24hr`` alike; FX and indices carry no volume;
-- a closed market (``recorder.markets.market_hours`` is None) generates nothing;
+- a closed market (``recorder.wire.markets.market_hours`` is None) generates nothing;
 - :meth:`SymbolFeed.next_columns` (burst mode) continues the same walk as
   :meth:`SymbolFeed.next_tick`, many messages at once, and sets the same fields to the same
   values (``tests/ticklake/test_simulator.py`` compares the serialized bytes).
@@ -28,8 +28,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recorder.markets import AssetClass, asset_class, market_hours, session_id
-from recorder.pricing_pb2 import PricingData
+from lake.pricing_pb2 import PricingData
+from recorder.wire.markets import AssetClass, asset_class, market_hours, session_id
 
 __all__ = ["Feed", "SymbolFeed", "Tick"]
 

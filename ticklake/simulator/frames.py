@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 
-from recorder.pricing_pb2 import PricingData
+from lake.pricing_pb2 import PricingData
 from ticklake.simulator.config import SimulatorConfig
 from ticklake.simulator.feed import Tick
 

@@ -31,7 +31,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ticklake.clock import Clock, SystemClock
+from lake.clock import Clock, SystemClock
 from ticklake.simulator.burst import BurstSender
 from ticklake.simulator.config import SimulatorConfig
 from ticklake.simulator.connection import SentLog, SimConnection

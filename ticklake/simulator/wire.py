@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.descriptor import FieldDescriptor
 
-from recorder.pricing_pb2 import PricingData
+from lake.pricing_pb2 import PricingData
 from ticklake.simulator.frames import v2_frame
 
 __all__ = ["Batch", "encode", "field_bytes", "text_frame"]

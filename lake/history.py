@@ -1,0 +1,296 @@
+"""The history tier: one time-sorted Parquet file per (ticker, UTC date), and its lock.
+
+Paths come from ``layout.py``; ``compact.py`` moves sealed days here; ``lake.py`` reads both
+tiers and sends late ticks of a compacted day here.
+
+Invariants of every day file (``history/ticker=…/date=…/part.parquet``):
+- it holds exactly ``LAKE_SCHEMA``, rows of one ticker whose ``time`` lies in the UTC date,
+  sorted by (``time``, ``seq``), obeying the dedupe rules of ``dedupe.py``: it is what the
+  day's minute files would hold merged;
+- row groups are cut at every second whole UTC hour (``ROW_GROUP_MINUTES``; at most
+  ``MAX_ROW_GROUP_ROWS`` rows), with min/max statistics on ``time`` and ``seq``: a reader of
+  an hour opens one or two row groups (an equity day of 08:00-24:00 has 8);
+- strings and floats are dictionary-encoded, integers and timestamps delta-encoded, LZ4.
+  Measured on equity days (~27 k ticks, 6 columns read by one core, footer included):
+  zstd with 1 h groups 10.5 M rows/s at 9.6 bytes/tick; LZ4 1 h 19.0 M/s; LZ4 2 h 31.5 M/s
+  at 8.2 bytes/tick; LZ4 whole-day groups 42 M/s but no skipping. zstd's cost is per page
+  (a 2 h group reads 1.5x slower than with LZ4); each group repeats 47 column chunks of
+  metadata in the footer. Files written before (zstd, 1 h) stay readable as they are;
+- it is only ever replaced whole and atomically (temporary, fsync, rename, folder fsync).
+
+The tier lock (``history/.lock``, an ``flock``) orders the two kinds of writers: minute
+writers hold it shared while they choose a tier for a day's rows and write them; compaction
+holds it exclusively while it swaps a day into this tier. So no minute file is ever written
+for a day once its day file exists, and none changes while a day is being swapped in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lake.atomic import make_dirs_durable, replace_file
+from lake.datadir import HISTORY_DIR, HISTORY_LOCK
+from lake.dedupe import merge_ticks
+from lake.schema import LAKE_SCHEMA
+from lake.utc import DAY_MS, MINUTE_MS, day_start_ms
+
+__all__ = [
+    "COMPRESSION",
+    "MAX_ROW_GROUP_ROWS",
+    "ROW_GROUP_MINUTES",
+    "DayMerge",
+    "day_minutes",
+    "ensure_placeholder",
+    "merge_into_day",
+    "read_day",
+    "read_day_minutes",
+    "tier_lock",
+    "write_day",
+]
+
+ROW_GROUP_MINUTES: Final = 120
+COMPRESSION: Final = "lz4"
+MAX_ROW_GROUP_ROWS: Final = 1 << 17
+STATISTICS: Final = ["time", "seq"]
+_DICTIONARY: Final = [
+    f.name for f in LAKE_SCHEMA if pa.types.is_string(f.type) or pa.types.is_floating(f.type)
+]
+_DELTA: Final = {
+    f.name: "DELTA_BINARY_PACKED"
+    for f in LAKE_SCHEMA
+    if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type)
+}
+_TIME: Final = LAKE_SCHEMA.get_field_index("time")
+_SEQ: Final = LAKE_SCHEMA.get_field_index("seq")
+_GROUP_MS: Final = ROW_GROUP_MINUTES * MINUTE_MS
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@contextlib.contextmanager
+def tier_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold the tier lock of the lake at ``root`` (see the module docstring).
+
+    Each call opens its own descriptor, so threads of one process exclude each other too.
+    """
+    path = Path(root, HISTORY_DIR, HISTORY_LOCK)
+    if not path.parent.is_dir():
+        make_dirs_durable(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def ensure_placeholder(path: Path) -> None:
+    """Create a tier's zero-row placeholder file (``layout.*_placeholder``) if missing."""
+    if not path.is_file():
+        replace_file(path, lambda tmp: pq.write_table(LAKE_SCHEMA.empty_table(), tmp))
+
+
+def write_day(table: pa.Table, path: Path) -> None:
+    """Write a day's rows (LAKE_SCHEMA; sorted here by (time, seq) unless they already are)
+    to ``path``, not atomically: callers write a temporary and rename it."""
+    times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    seqs = np.asarray(table["seq"].to_numpy(), dtype=np.int64)
+    steps, ties = np.diff(times), np.diff(seqs)
+    if np.any((steps < 0) | ((steps == 0) & (ties < 0))):
+        table = table.sort_by([("time", "ascending"), ("seq", "ascending")])
+        times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    cuts = np.flatnonzero(np.diff(times // _GROUP_MS)) + 1
+    bounds = np.r_[0, cuts, len(times)]
+    with pq.ParquetWriter(
+        path,
+        LAKE_SCHEMA,
+        compression=COMPRESSION,
+        use_dictionary=_DICTIONARY,
+        column_encoding=_DELTA,
+        write_statistics=STATISTICS,
+    ) as writer:
+        if table.num_rows == 0:
+            writer.write_table(table)
+        for start, end in itertools.pairwise(bounds):
+            writer.write_table(table.slice(start, end - start), row_group_size=MAX_ROW_GROUP_ROWS)
+
+
+def write_day_atomically(table: pa.Table, path: Path) -> int:
+    """Replace ``path`` with a day file of ``table``; returns its size in bytes."""
+    return replace_file(path, lambda tmp: write_day(table, tmp))
+
+
+@dataclass(frozen=True)
+class DayMerge:
+    """Per requested minute: rows before, rows passed in, rows after, rows added (new or
+    replacing a copy with a higher seq); and the day file's size if it was rewritten."""
+
+    before: list[int]
+    incoming: list[int]
+    after: list[int]
+    added: list[int]
+    bytes_written: int
+
+
+def merge_into_day(
+    path: Path, minutes: list[int], rows: pa.Table, write: Callable[[pa.Table], int]
+) -> DayMerge:
+    """Merge LAKE_SCHEMA ``rows`` of ``minutes`` into a day file under the dedupe rules,
+    creating it if missing (an import of a past day); ``write(table)`` replaces the file
+    atomically and returns its size.
+
+    The merge is first tried against the row groups that can hold a duplicate of ``rows``
+    (their minutes, overlapping seqs): a replay of ticks already there reads a row group or
+    two and writes nothing. Only a real addition reads and rewrites the whole day. Raises
+    ValueError for a file that does not hold LAKE_SCHEMA.
+    """
+    incoming = _per_minute(rows, minutes)
+    if not path.is_file():
+        merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), rows)
+        after = _per_minute(merged, minutes)
+        return DayMerge([0] * len(minutes), incoming, after, after, write(merged))
+    ranges = sorted({(m, m + MINUTE_MS) for m in minutes})
+    seq_range = (int(pc.min(rows["seq"]).as_py()), int(pc.max(rows["seq"]).as_py()))
+    nearby = read_day(path, None, ranges, seq_range)
+    _, kept_new = merge_ticks(nearby, rows)
+    before = _per_minute(nearby, minutes)
+    if not kept_new:
+        return DayMerge(before, incoming, before, [0] * len(minutes), 0)
+    existing = read_day(path)
+    if not existing.schema.equals(LAKE_SCHEMA):
+        raise ValueError(f"{path} does not hold LAKE_SCHEMA")
+    merged, _ = merge_ticks(existing, rows)
+    new = pc.invert(pc.is_in(merged["seq"], value_set=existing["seq"]))
+    added = _per_minute(merged.filter(new), minutes)
+    return DayMerge(before, incoming, _per_minute(merged, minutes), added, write(merged))
+
+
+def _per_minute(table: pa.Table, minutes: list[int]) -> list[int]:
+    """How many rows of ``table`` fall in each of ``minutes``."""
+    times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    starts, counts = np.unique(times - times % MINUTE_MS, return_counts=True)
+    found = dict(zip(starts.tolist(), counts.tolist(), strict=True))
+    return [int(found.get(m, 0)) for m in minutes]
+
+
+def read_day(
+    path: Path,
+    columns: list[str] | None = None,
+    ranges: Iterable[tuple[int, int]] | None = None,
+    seq_range: tuple[int, int] | None = None,
+    *,
+    dictionary: Sequence[str] = (),
+) -> pa.Table:
+    """Rows of a day file, optionally only those with ``time`` in one of ``ranges``
+    (``[lo, hi)`` epoch ms, sorted or not) or ``seq`` in ``seq_range`` (inclusive).
+
+    Only row groups whose statistics overlap a range are read, and only ``columns``
+    (LAKE_SCHEMA's by default). Columns named in ``dictionary`` come dictionary-encoded
+    (strings: ~1.3x faster to read than plain, for ``market_hours``). Raises
+    FileNotFoundError for a missing file.
+    """
+    names = LAKE_SCHEMA.names if columns is None else list(columns)
+    file = pq.ParquetFile(path, pre_buffer=False, read_dictionary=list(dictionary) or None)
+    if ranges is None and seq_range is None:
+        return file.read(columns=names, use_threads=False).select(names)
+    wanted = sorted(ranges or ())
+    groups = [g for g in range(file.num_row_groups) if _overlaps(file, g, wanted, seq_range)]
+    read = names if "time" in names or not wanted else [*names, "time"]
+    if "seq" not in read and seq_range is not None:
+        read = [*read, "seq"]
+    table = file.read_row_groups(groups, read, use_threads=False) if groups else _empty(read)
+    keep = pa.array(np.zeros(table.num_rows, dtype=np.bool_))
+    if wanted:
+        times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+        los = np.array([lo for lo, _ in wanted], dtype=np.int64)
+        his = np.array([hi for _, hi in wanted], dtype=np.int64)
+        k = np.searchsorted(los, times, side="right") - 1  # the last range starting <= time
+        inside = (k >= 0) & (times < np.maximum.accumulate(his)[np.maximum(k, 0)])
+        keep = pa.array(inside)
+    if seq_range is not None:
+        lo, hi = seq_range
+        in_seq = pc.and_(pc.greater_equal(table["seq"], lo), pc.less_equal(table["seq"], hi))
+        keep = pc.or_(keep, pc.fill_null(in_seq, False))
+    return table.filter(keep).select(names)
+
+
+def read_day_minutes(
+    path: Path,
+    minute_starts_ms: Iterable[int],
+    columns: list[str],
+    *,
+    dictionary: Sequence[str] = (),
+) -> pa.Table:
+    """Rows of the given UTC minutes of a day file, in (time, seq) order."""
+    starts = sorted(set(minute_starts_ms))
+    if not starts:
+        return _empty(columns)
+    ranges = _merge_ranges(starts)
+    return read_day(path, columns, ranges, dictionary=dictionary)
+
+
+def day_minutes(path: Path) -> list[int]:
+    """Start (epoch ms) of every minute that has a row in the day file."""
+    times = pq.ParquetFile(path).read(columns=["time"])["time"].cast(pa.int64()).to_numpy()
+    return [int(m) * MINUTE_MS for m in np.unique(np.asarray(times) // MINUTE_MS)]
+
+
+def day_range(date: dt.date) -> tuple[int, int]:
+    """``[start, end)`` epoch ms of a UTC date."""
+    start = day_start_ms(date)
+    return start, start + DAY_MS
+
+
+def _merge_ranges(starts: list[int]) -> list[tuple[int, int]]:
+    """Sorted minute starts as few ``[lo, hi)`` ranges as possible."""
+    ranges: list[tuple[int, int]] = []
+    for start in starts:
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], start + MINUTE_MS)
+        else:
+            ranges.append((start, start + MINUTE_MS))
+    return ranges
+
+
+def _overlaps(
+    file: pq.ParquetFile,
+    group: int,
+    ranges: list[tuple[int, int]],
+    seq_range: tuple[int, int] | None,
+) -> bool:
+    meta = file.metadata.row_group(group)
+    if meta.num_rows == 0:
+        return False
+    time_stats, seq_stats = meta.column(_TIME).statistics, meta.column(_SEQ).statistics
+    if time_stats is None or not time_stats.has_min_max:
+        return True  # not written by write_day: read it
+    lo, hi = _epoch_ms(time_stats.min), _epoch_ms(time_stats.max)
+    if any(r_lo <= hi and lo < r_hi for r_lo, r_hi in ranges):
+        return True
+    if seq_range is None or seq_stats is None or not seq_stats.has_min_max:
+        return seq_range is not None
+    return bool(seq_stats.min <= seq_range[1] and seq_range[0] <= seq_stats.max)
+
+
+def _epoch_ms(value: object) -> int:
+    """A ``time`` statistic (an aware datetime, or raw int64 ms) as epoch ms, exactly."""
+    if isinstance(value, dt.datetime):
+        return (value - _EPOCH) // dt.timedelta(milliseconds=1)
+    assert isinstance(value, int)
+    return value
+
+
+def _empty(columns: list[str]) -> pa.Table:
+    return pa.schema([LAKE_SCHEMA.field(c) for c in columns]).empty_table()

@@ -1,0 +1,95 @@
+"""The seal state: watermark arithmetic, monotonic advance, late ids, trimming, the JSON file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from lake.datadir import SEAL_FILE
+from lake.seal import LateWindow, SealState, load_seal, save_seal, watermark_at
+from lake.utc import MINUTE_MS, floor_minute_ms
+
+T0 = dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp()  # a minute boundary
+T0_MS = int(T0 * 1000)
+
+
+@pytest.mark.parametrize(
+    ("now", "lateness", "expected"),
+    [
+        (T0, 0.0, T0_MS),  # exactly on a boundary: the minute that just ended is sealed
+        (T0 - 0.001, 0.0, T0_MS - MINUTE_MS),
+        (T0 + 59.999, 0.0, T0_MS),
+        (T0 + 10.0, 10.0, T0_MS),  # end + lateness reached
+        (T0 + 9.999, 10.0, T0_MS - MINUTE_MS),  # not yet
+        (T0 + 70.0, 10.0, T0_MS + MINUTE_MS),
+    ],
+)
+def test_watermark_at_is_the_minute_boundary_of_now_minus_lateness(
+    now: float, lateness: float, expected: int
+) -> None:
+    assert watermark_at(now, lateness) == expected
+    assert expected % MINUTE_MS == 0
+
+
+def test_floor_minute() -> None:
+    assert floor_minute_ms(T0_MS + 59_999) == T0_MS
+    assert floor_minute_ms(T0_MS) == T0_MS
+
+
+def test_advance_never_moves_backwards() -> None:
+    seal = SealState()
+    assert seal.advance(T0_MS) is True
+    assert seal.advance(T0_MS) is False
+    assert seal.advance(T0_MS - MINUTE_MS) is False
+    assert seal.watermark_ms == T0_MS
+    assert seal.advance(T0_MS + MINUTE_MS) is True
+    assert seal.watermark_ms == T0_MS + MINUTE_MS
+
+
+def test_a_window_is_sealed_once_its_end_reaches_the_watermark() -> None:
+    seal = SealState(watermark_ms=T0_MS)
+    assert seal.is_sealed(T0_MS - MINUTE_MS)
+    assert not seal.is_sealed(T0_MS)
+    assert not SealState().is_sealed(0)
+
+
+def test_late_ids_strictly_increase_and_survive_a_trim() -> None:
+    seal = SealState(watermark_ms=T0_MS)
+    first = seal.mark_late("AMZN", T0_MS - MINUTE_MS, T0_MS + 1)
+    second = seal.mark_late("AMZN", T0_MS - MINUTE_MS, T0_MS + 2)  # same window again
+    third = seal.mark_late("^GSPC", T0_MS - 2 * MINUTE_MS, T0_MS + 3)
+    assert [first.id, second.id, third.id] == [1, 2, 3]
+    assert seal.late_since(1) == [second, third]
+    assert seal.late_since(3) == []
+
+    seal.trim(now_ms=T0_MS + 2 + 1000, keep_late_ms=1000)  # keeps marks at or after T0+2
+    assert [w.id for w in seal.late] == [2, 3]
+    seal.trim(now_ms=T0_MS + 10_000, keep_late_ms=1000)
+    assert seal.late == []
+    assert seal.mark_late("AMZN", T0_MS - MINUTE_MS, T0_MS + 10_000).id == 4, "ids never reused"
+
+
+def test_json_round_trip_and_file(tmp_path: Path) -> None:
+    seal = SealState(watermark_ms=T0_MS, applied_seq=42)
+    seal.mark_late("EURUSD=X", T0_MS - MINUTE_MS, T0_MS + 5)
+    again = SealState.from_json(seal.to_json())
+    assert again == seal
+    assert again.late == [LateWindow(1, "EURUSD=X", T0_MS - MINUTE_MS, T0_MS + 5)]
+
+    assert load_seal(tmp_path) == SealState(), "no file: a fresh state"
+    save_seal(tmp_path, seal)
+    raw = json.loads((tmp_path / SEAL_FILE).read_text())
+    assert raw["watermark_ms"] == T0_MS and raw["applied_seq"] == 42 and raw["next_late_id"] == 2
+    assert raw["late"] == [
+        {
+            "id": 1,
+            "ticker": "EURUSD=X",
+            "window_start_ms": T0_MS - MINUTE_MS,
+            "marked_at_ms": T0_MS + 5,
+        }
+    ]
+    assert load_seal(tmp_path) == seal
+    assert [p.name for p in (tmp_path / SEAL_FILE).parent.iterdir()] == ["seal.json"]
