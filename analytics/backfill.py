@@ -15,23 +15,21 @@ Invariants:
   fresh ``LakeIndex``; every minute of the range is requested, so nothing is listed), by
   ``workers`` threads at once with at most two chunks each in flight: memory is bounded
   by the chunk size, not by the range. Threads, not processes: Parquet reads, NumPy and
-  DuckDB release the GIL, and on 2 cores threads measured ~5-10 % faster than processes
-  (no start-up, no pickling; ``bench/backfill.py`` prints both);
-- the heap keeps freed memory for the next chunk (``analytics.heap``: without it a third of
-  one core's time went to page faults);
+  DuckDB release the GIL, and threads need no start-up and no pickling, so they are
+  faster (``bench/backfill.py`` prints both);
+- the heap keeps freed memory for the next chunk (``analytics.heap``: page faults would
+  otherwise take a large share of the time);
 - one writer, this process (contract 6): a thread upserts whole multiples of
-  ``batch_rows`` rows (DuckDB row groups) while chunks compute, one transaction each
-  (~0.1-0.5 s), the database opened only to write and retried while another process
-  holds it (up to ``lock_timeout``), and left closed for ``YIELD_SECONDS`` after each
-  transaction, so the live job and SQL readers get in between (a writer retrying every
-  0.5 s waited 132 ms median, 224 ms at most; 2.4 s without the pause).
-  ``computed_at`` is the clock's time of the write.
+  ``batch_rows`` rows (DuckDB row groups) while chunks compute, one transaction each, the
+  database opened only to write and retried while another process holds it (up to
+  ``lock_timeout``), and left closed for ``YIELD_SECONDS`` after each transaction, so the
+  live job and SQL readers get in between instead of waiting for the whole backfill
+  (README, Limitations). ``computed_at`` is the clock's time of the write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import itertools
 import logging
 import multiprocessing
@@ -47,14 +45,21 @@ from typing import Final, Literal
 import numpy as np
 import pyarrow as pa
 
-from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, database_path
+from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, Pause, database_path
 from analytics.flags import SessionCoverage
 from analytics.heap import keep_freed_memory
-from analytics.job import JobResult, compute_rows, session_coverage, write_rows
+from analytics.job import (
+    JobResult,
+    LoadOptions,
+    RowContext,
+    compute_rows,
+    session_coverage,
+    write_rows,
+)
 from lake.clock import Clock
-from lake.index import DAY_MS, LakeIndex
+from lake.index import LakeIndex
 from lake.seal import watermark_at
-from lake.utc import MINUTE_MS
+from lake.utc import DAY_MS, MINUTE_MS, iso_utc
 
 __all__ = [
     "BackfillConfig",
@@ -70,9 +75,9 @@ log = logging.getLogger(__name__)
 
 TICKERS_PER_CHUNK: Final = 10
 BATCH_ROWS: Final = 122_880  # DuckDB's row group: a transaction of whole row groups is
-# written straight to the file, and closing the database costs ~10 ms; one that leaves a
-# row group partly filled makes every close rewrite it (719 k rows in batches of 125,000:
-# 1.18 s of CPU, of 122,880: 0.79 s; 100,000, through the WAL: 1.4x longer still)
+# written straight to the file, and closing the database stays cheap; one that leaves a
+# row group partly filled makes every close rewrite it, and smaller batches go through
+# the WAL, slower still
 PENDING_BATCHES: Final = 4  # rows held while the writer is busy, in batches
 YIELD_SECONDS: Final = 0.05  # the database stays closed after each transaction, so that
 # another writer retrying for the lock (the live job: every 0.05-2 s) can get in
@@ -333,7 +338,7 @@ class _Writer:
             lake=self.data,
             clock=self.clock,
             timeout=self.config.lock_timeout,
-            stop=self.stop,
+            pause=Pause(stop=self.stop),
         )
         self.result.rows += written
         self.result.batches.append(written)
@@ -348,7 +353,8 @@ def _check(data: Path, config: BackfillConfig) -> dict[str, set[int]]:
         raise BackfillError(f"no data directory {data}")
     if config.start_ms >= config.end_ms:
         raise BackfillError(
-            f"start {_utc(config.start_ms)} is not before end {_utc(config.end_ms)}"
+            f"start {iso_utc(config.start_ms, 'seconds')} is not before "
+            f"end {iso_utc(config.end_ms, 'seconds')}"
         )
     if config.workers < 1 or config.batch_rows < 1 or config.tickers_per_chunk < 1:
         raise BackfillError("workers, batch_rows and tickers_per_chunk must be positive")
@@ -368,7 +374,8 @@ class _Compute:
     (the session log is read once)."""
 
     def __init__(self, data: Path, lateness: float, coverage: SessionCoverage) -> None:
-        self.data, self.lateness, self.coverage = data, lateness, coverage
+        self.data = data
+        self.context = RowContext(lateness, coverage, now=0.0)  # stamped by the writer
 
     def __call__(self, chunk: Chunk) -> _Computed:
         # Every minute of the range is requested, not only those holding ticks: no listing
@@ -378,11 +385,8 @@ class _Compute:
         rows = compute_rows(
             self.data,
             dict.fromkeys(chunk.tickers, minutes),
-            lateness=self.lateness,
-            now=0.0,  # stamped by the writer
-            coverage=self.coverage,
-            index=LakeIndex(self.data),
-            threads=1,
+            context=self.context,
+            load=LoadOptions(LakeIndex(self.data), threads=1),
             result=job,
         )
         return _Computed(rows, job.ticks, job.lookback_rows, len(chunk.tickers))
@@ -431,7 +435,3 @@ def _computed(
             yield done
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _utc(epoch_ms: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -17,8 +17,9 @@ Invariants:
 - every connection runs with ``TimeZone = 'UTC'``;
 - one row per (ticker, window_start) (contract 5), kept by :func:`upsert_features`, the
   only writer of ``features`` (since migration 2 the table has no PRIMARY KEY: its index
-  took 44 % of the insert's time): in one transaction it deletes the stored rows of the
-  batch's keys, then inserts the batch, deduplicated first (the last occurrence wins).
+  dominated the insert's cost; see README, Benchmarks): in one transaction it deletes the
+  stored rows of the batch's keys, then inserts the batch, deduplicated first (the last
+  occurrence wins).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
     "DatabaseLockedError",
     "DatabaseMissingError",
     "Migration",
+    "Pause",
     "SchemaVersionError",
     "database_path",
     "dedupe_keys",
@@ -113,6 +115,16 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
+@dataclass(frozen=True)
+class Pause:
+    """How ``open_db`` spends the pauses between attempts while another process holds
+    the file: in ``sleep`` (tests pass a fake one); once ``stop`` is set, the next attempt
+    that fails gives up (DatabaseLockedError)."""
+
+    sleep: Callable[[float], None] = time.sleep
+    stop: threading.Event | None = None
+
+
 def database_path(data: Path) -> Path:
     """Where the database of the data directory ``data`` lives."""
     return database_file(data)
@@ -125,24 +137,24 @@ def open_db(
     clock: Clock | None = None,
     timeout: float | None = None,
     lake: Path | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    stop: threading.Event | None = None,
+    pause: Pause | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Connect, waiting while another process holds the file; then prepare the connection.
 
     The writer (``read_only=False``) creates the file if needed and migrates it; a reader
     raises DatabaseMissingError for a missing file and SchemaVersionError for a foreign or
     newer one. With ``lake`` (the data directory), the views are brought up to date (see
-    the module docstring). The wait is measured on ``clock`` and spent in ``sleep``;
-    ``timeout`` defaults to 600 s for the writer (it must not lose windows to a reader) and
-    30 s for readers. DatabaseLockedError when it runs out or ``stop`` is set.
+    the module docstring). The wait is measured on ``clock`` and spent as ``pause`` says;
+    ``timeout`` defaults to ``WRITER_TIMEOUT`` for the writer (it must not lose windows to a
+    reader) and ``READER_TIMEOUT`` for readers. DatabaseLockedError when it runs out or
+    ``pause.stop`` is set.
     """
     path = Path(path)
     if read_only and not path.exists():
         raise DatabaseMissingError(f"no database at {path} yet: run ticklake record or analyze")
     clock = clock or SystemClock()
     limit = timeout if timeout is not None else READER_TIMEOUT if read_only else WRITER_TIMEOUT
-    con = _connect(path, read_only, clock, limit, sleep, stop)
+    con = _connect(path, read_only, clock, limit, pause or Pause())
     try:
         con.execute("SET TimeZone = 'UTC'")
         if read_only:
@@ -182,8 +194,7 @@ def _connect(
     read_only: bool,
     clock: Clock,
     timeout: float,
-    sleep: Callable[[float], None],
-    stop: threading.Event | None,
+    pause: Pause,
 ) -> duckdb.DuckDBPyConnection:
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,7 @@ def _connect(
                 reason = str(exc).splitlines()[0]
                 raise DatabaseError(f"cannot open {path}: {reason}") from exc
             waited = clock.now() - started
-            if waited >= timeout or (stop is not None and stop.is_set()):
+            if waited >= timeout or (pause.stop is not None and pause.stop.is_set()):
                 raise DatabaseLockedError(
                     f"{path} is held by process {holder}; gave up after {waited:.1f} s "
                     "(close that connection, or retry later)"
@@ -217,7 +228,7 @@ def _connect(
                 waited,
                 read_only,
             )
-            sleep(delay)
+            pause.sleep(delay)
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -342,7 +353,7 @@ def dedupe_keys(table: pa.Table) -> tuple[pa.Table, int]:
 
 
 def _distinct_minute_keys(table: pa.Table) -> bool:
-    """True when every key is distinct, checked on integers (~3x faster than grouping):
+    """True when every key is distinct, checked on integers (faster than grouping):
     the features' case, minute-aligned starts. False when it cannot tell so cheaply."""
     starts, tickers = table["window_start"], table["ticker"]
     if starts.null_count or tickers.null_count or not pa.types.is_timestamp(starts.type):

@@ -58,12 +58,12 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from analytics.codes import ticker_codes
-from analytics.volume import Base, WindowVolume, class_codes, window_volume
+from analytics.volume import Base, VolumeTicks, WindowVolume, class_codes, window_volume
 from lake.schema import RECEIVED_TYPE, TIME_TYPE
+from lake.utc import MINUTE_MS
 
-__all__ = ["FEATURE_SCHEMA", "WINDOW_MS", "FeatureInputError", "compute_features"]
+__all__ = ["FEATURE_SCHEMA", "FeatureInputError", "compute_features"]
 
-WINDOW_MS: Final = 60_000
 _F64, _F32, _I64 = pa.float64(), pa.float32(), pa.int64()
 _LATE: Final = pa.field("late", pa.bool_())
 FEATURE_SCHEMA: Final = pa.schema(
@@ -131,26 +131,27 @@ def compute_features(
         day_volume, has_volume = day_volume[order], has_volume[order]
         runs = np.flatnonzero(code[1:] != code[:-1]) + 1
     n = len(time_ms)
-    minute = time_ms // WINDOW_MS
+    minute = time_ms // MINUTE_MS
     new = np.ones(n, np.bool_)
     np.not_equal(minute[1:], minute[:-1], out=new[1:])
     new[runs] = True
     starts = np.flatnonzero(new)
     base = None if previous is None else _base(previous, names, code, time_ms, seq, starts)
-    volume = window_volume(code, time_ms, day_volume, has_volume, class_codes(names), starts, base)
+    volume_ticks = VolumeTicks(code, time_ms, day_volume, has_volume)
+    volume = window_volume(volume_ticks, class_codes(names), starts, base)
     feats = _reduce(starts, price, volume)
 
     chosen = _chosen(windows, names, code[starts], minute[starts])
     all_starts, ends = starts, np.append(starts[1:], n)[chosen]
     starts, last = starts[chosen], ends - 1
-    seg_code, seg_start = code[starts], minute[starts] * WINDOW_MS
+    seg_code, seg_start = code[starts], minute[starts] * MINUTE_MS
     rank = np.argsort(np.argsort(np.array(names, dtype=object)))
     out = np.lexsort((seg_start, rank[seg_code]))
     last_row = last if order is None else order[last]
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "ticker": pc.take(pa.array(names, pa.string()), pa.array(seg_code)),
         "window_start": pa.array(seg_start, TIME_TYPE),
-        "window_end": pa.array(seg_start + WINDOW_MS, TIME_TYPE),
+        "window_end": pa.array(seg_start + MINUTE_MS, TIME_TYPE),
         "open": pa.array(price[starts]),
         "close": pa.array(price[last]),
         "first_time": pa.array(time_ms[starts], TIME_TYPE),
@@ -162,7 +163,7 @@ def compute_features(
     if lateness is not None:
         received = _received(t["received_at"])
         latest = np.maximum.reduceat(received if order is None else received[order], all_starts)
-        sealed_us = (seg_start + WINDOW_MS) * 1000 + round(lateness * 1_000_000)
+        sealed_us = (seg_start + MINUTE_MS) * 1000 + round(lateness * 1_000_000)
         columns["late"] = pa.array(latest[chosen] > sealed_us)
     table = pa.table([columns[f.name] for f in schema], schema=schema)
     in_order = len(out) < 2 or bool(np.all(out[1:] > out[:-1]))  # names sorted: the loader's
@@ -350,13 +351,13 @@ def _chosen(
     elif not pa.types.is_integer(start.type):
         raise FeatureInputError(f"window_start must be a timestamp or epoch ms, not {start.type}")
     start_ms = _int64(pc.fill_null(start.cast(_I64), 1))
-    if np.any(start_ms % WINDOW_MS):
-        bad = int(start_ms[np.argmax(start_ms % WINDOW_MS != 0)])
+    if np.any(start_ms % MINUTE_MS):
+        bad = int(start_ms[np.argmax(start_ms % MINUTE_MS != 0)])
         raise FeatureInputError(f"window_start {bad} ms is NULL or not aligned to a minute")
     want_code = ticker_codes(windows["ticker"], pa.array(names, pa.string()))
     low = seg_minute.min()
     span = seg_minute.max() - low + 1
-    want_minute = start_ms // WINDOW_MS - low
+    want_minute = start_ms // MINUTE_MS - low
     ok = (want_code >= 0) & (want_minute >= 0) & (want_minute < span)
     key = seg_code * span + (seg_minute - low)  # sorted, since segments are
     want = want_code[ok] * span + want_minute[ok]

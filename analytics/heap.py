@@ -4,11 +4,10 @@ NumPy allocates its arrays with the C library's ``malloc``. glibc serves a reque
 its mmap threshold (128 KB at first, then adjusted to the largest block freed) with fresh
 pages from the system, and returns free memory at the top of the heap beyond its trim
 threshold at once; every new page costs a fault on first touch. A backfill allocates and
-frees arrays of a few MB per chunk, so it faulted in ~1 GB of pages per 20 M ticks: 0.7 s of
-system time in 3.3 s (230 k minor faults) on one core. With blocks up to 32 MB served from
-the heap and up to 128 MB of free heap kept, the same work took 2.5 s with 0.1 s of system
-time (10 k faults), and two threads 1.7 s instead of 2.1 s (``bench/backfill.py``'s
-history, read and computed without the DuckDB write).
+frees arrays of a few MB per chunk, so it kept faulting in fresh pages, and the faults'
+system time was a large share of its work. With blocks up to 32 MB served from the heap
+and up to 128 MB of free heap kept, the pages are reused and most of those faults are gone
+(README, Benchmarks: what moved; ``bench/backfill.py`` measures the backfill).
 
 Invariants:
 - :func:`keep_freed_memory` changes process-wide ``mallopt`` settings, once; it is for

@@ -34,6 +34,7 @@ import pyarrow as pa
 from analytics.database import (
     WRITER_TIMEOUT,
     DatabaseLockedError,
+    Pause,
     database_path,
     open_db,
     upsert_features,
@@ -48,12 +49,14 @@ from lake.datadir import ANALYTICS_LOCK_FILE, SESSIONS_FILE
 from lake.index import LakeIndex
 from lake.seal import load_seal
 from lake.sessions import read_sessions
-from lake.utc import MINUTE_MS
+from lake.utc import DAY_S, MINUTE_MS
 
 __all__ = [
     "AnalyticsJob",
     "JobConfig",
     "JobResult",
+    "LoadOptions",
+    "RowContext",
     "compute_rows",
     "run_once",
     "session_coverage",
@@ -70,11 +73,11 @@ class JobConfig:
     """Settings of the job; ``database`` None means ``<data>/ticklake.duckdb``."""
 
     lateness: float = 10.0
-    recompute_horizon: float = 24 * 3600.0
+    recompute_horizon: float = DAY_S
     chunk_minutes: int = 60
     lock_timeout: float = WRITER_TIMEOUT
     database: Path | None = None
-    threads: int = 1  # per-ticker finishing is GIL-bound: 500 tickers 0.1 s on 1, 0.34 s on 4
+    threads: int = 1  # per-ticker finishing is GIL-bound: more threads make a run slower
 
 
 @dataclass
@@ -98,31 +101,49 @@ class JobResult:
         self.timings[name] = self.timings.get(name, 0.0) + seconds
 
 
+@dataclass(frozen=True)
+class RowContext:
+    """What rows carry besides their features: ``late`` for windows with a tick received
+    over ``lateness`` seconds after their end, ``gap`` from ``coverage``, and ``computed_at``
+    = ``now`` (epoch seconds)."""
+
+    lateness: float
+    coverage: SessionCoverage
+    now: float
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How ``compute_rows`` reads the lake: ``loader.load_windows``'s ``index``, ``threads``
+    and ``cache``."""
+
+    index: LakeIndex | None = None
+    threads: int = 4
+    cache: ReadingCache | None = None
+
+
 def compute_rows(
     data: Path,
     windows: Mapping[str, Iterable[int]],
     *,
-    lateness: float,
-    now: float,
-    coverage: SessionCoverage,
-    index: LakeIndex | None = None,
-    threads: int = 4,
-    cache: ReadingCache | None = None,
+    context: RowContext,
+    load: LoadOptions | None = None,
     result: JobResult | None = None,
 ) -> pa.Table:
     """The rows (``database.ROW_SCHEMA``) of the requested windows that hold ticks.
 
     Shared by the per-minute job and backfill, so both produce identical rows from the
-    same stored ticks (``computed_at`` = ``now`` aside).
+    same stored ticks (``computed_at`` = ``context.now`` aside).
     """
     result = result or JobResult(done=False)
+    load = load or LoadOptions()
     started = time.perf_counter()
-    loaded = load_windows(data, windows, index=index, threads=threads, cache=cache)
+    loaded = load_windows(data, windows, index=load.index, threads=load.threads, cache=load.cache)
     loaded_at = time.perf_counter()
-    features = compute_features(loaded.ticks, loaded.windows, lateness=lateness)
-    rows = features.append_column("gap", coverage.gap_flags(features)).append_column(
-        "computed_at",
-        pa.repeat(pa.scalar(int(now * 1e6), pa.timestamp("us", tz="UTC")), features.num_rows),
+    features = compute_features(loaded.ticks, loaded.windows, lateness=context.lateness)
+    now_us = pa.scalar(int(context.now * 1e6), pa.timestamp("us", tz="UTC"))
+    rows = features.append_column("gap", context.coverage.gap_flags(features)).append_column(
+        "computed_at", pa.repeat(now_us, features.num_rows)
     )
     result.timed("load", loaded_at - started)
     result.timed("compute", time.perf_counter() - loaded_at)
@@ -144,15 +165,15 @@ def write_rows(
     lake: Path,
     clock: Clock,
     timeout: float = WRITER_TIMEOUT,
-    stop: threading.Event | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    pause: Pause | None = None,
 ) -> int:
-    """Open the database (waiting out readers), upsert ``rows`` in one transaction, close.
+    """Open the database (waiting out readers as ``pause`` says), upsert ``rows`` in one
+    transaction, close.
 
-    DuckDB writes on one thread: its second thread only competed with the computing ones
-    (719 k rows: 0.75 s of CPU on one thread, 1.3 s on two).
+    DuckDB writes on one thread: a second one only competes for the cores with the threads
+    computing features, and spends more CPU than it saves.
     """
-    con = open_db(path, clock=clock, timeout=timeout, lake=lake, sleep=sleep, stop=stop)
+    con = open_db(path, clock=clock, timeout=timeout, lake=lake, pause=pause)
     try:
         con.execute("SET threads = 1")
         return upsert_features(con, rows)
@@ -217,6 +238,7 @@ class AnalyticsJob:
         result.done_watermark_ms = None if saved is None else saved.done_watermark_ms
         index = LakeIndex(self.data)
         coverage = self.coverage()
+        load = LoadOptions(index, self.config.threads, self.readings)
         result.timed("plan", time.perf_counter() - planned_at)
         current, pending = saved, None  # pending: after empty steps, saved with the next write
         for step in plan.steps:
@@ -229,17 +251,8 @@ class AnalyticsJob:
                     index, ticker, start, step.after.done_watermark_ms, self.readings
                 )
                 windows[ticker] = sorted({*windows[ticker], *following})
-            rows = compute_rows(
-                self.data,
-                windows,
-                lateness=self.config.lateness,
-                now=self.clock.now(),
-                coverage=coverage,
-                index=index,
-                threads=self.config.threads,
-                cache=self.readings,
-                result=result,
-            )
+            context = RowContext(self.config.lateness, coverage, now=self.clock.now())
+            rows = compute_rows(self.data, windows, context=context, load=load, result=result)
             if rows.num_rows == 0:
                 pending = step.after
             elif self._write(rows, result):
@@ -273,8 +286,7 @@ class AnalyticsJob:
                     lake=self.data,
                     clock=self.clock,
                     timeout=self.config.lock_timeout,
-                    stop=self.stop,
-                    sleep=self.sleep,
+                    pause=Pause(self.sleep, self.stop),
                 )
         except DatabaseLockedError as exc:
             result.reason = "stopped" if self.stop.is_set() else "db_locked"

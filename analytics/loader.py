@@ -14,7 +14,7 @@ come back as a table even where no file exists (those yield no feature row); ``t
 has the ``LOAD_COLUMNS`` of ``LAKE_SCHEMA``, sorted by (ticker, time, seq) within each
 ticker, its lookback rows first; its ``id`` is dictionary-encoded over the requested
 tickers and ``market_hours`` dictionary-encoded too (``load_schema``): a day file's
-strings read ~1.3x faster that way, and tickers compare as integers.
+strings read faster that way, and tickers compare as integers.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -38,18 +38,19 @@ from numpy.typing import NDArray
 from analytics.codes import ticker_codes
 from analytics.lookback import (
     PROBE_MINUTES,
+    LoadedMinutes,
     ReadingCache,
     last_reading,
     lookahead_limit_ms,
     lookback_floor_ms,
     previous_reading,
 )
+from lake.errors import LakeReadError
 from lake.history import read_day, read_day_minutes
-from lake.index import DAY_MS, FileKey, LakeIndex, file_key, minute_path
-from lake.minutes import LakeReadError
+from lake.index import FileKey, LakeIndex, file_key, minute_path
 from lake.recent import RECENT
 from lake.schema import LAKE_SCHEMA, TIME_TYPE
-from lake.utc import MINUTE_MS
+from lake.utc import DAY_MS, MINUTE_MS
 
 __all__ = [
     "LOAD_COLUMNS",
@@ -119,108 +120,203 @@ def load_windows(
     ``columns`` must include ``id``, ``time``, ``seq``, ``price`` and ``day_volume``. Tickers
     are read in up to ``threads`` threads. Missing files are skipped. With ``cache``, the
     last reading of every file read is remembered and lookbacks are served from it.
+
+    Stages: find each requested minute's file (``_locate``); read them all at once and
+    group the rows by ticker (``_grouped``); remember their last readings in ``cache``;
+    walk back from each run of minutes for its lookback row (``_Lookbacks``); put each
+    ticker's lookback rows before its ticks (``_with_lookbacks``).
     """
     index = index or LakeIndex(root)
+    names = _checked_columns(columns)
+    requested = _requested(windows)
+    tickers = sorted(requested)  # codes index this order
+    names_array = pa.array(tickers, pa.string())
+    located = _locate(index, requested, tickers)
+    read = read_sources(located.paths, located.days, names, located.recent, names_array)
+    ticks = _grouped(read, names_array)
+    if cache is not None:
+        for i, ticker in enumerate(tickers):
+            keys = located.keys[ticker]
+            _remember_readings(cache, ticker, requested[ticker], keys, ticks.ticker(i))
+    which, starts = _requested_windows(requested, tickers)
+    walks = _walk_starts(tickers, which, starts, ticks.code, ticks.time_ms, ticks.has_reading)
+    lookbacks = _Lookbacks(index, tickers, requested, ticks, names, cache)
+    extra, lookback_files = lookbacks.find(walks, threads)
+    windows_table = pa.table(  # tickers encoded as the ticks' ids are: matched by code, not by name
+        {
+            "ticker": pa.DictionaryArray.from_arrays(which, names_array),
+            "window_start": pa.array(starts.astype(np.int64), TIME_TYPE),
+        }
+    )
+    with_lookbacks = _with_lookbacks(ticks, extra, names_array, names)
+    return Loaded(with_lookbacks, windows_table, sum(map(len, extra.values())), lookback_files)
+
+
+def _checked_columns(columns: Sequence[str]) -> list[str]:
+    """``columns`` as a list; ValueError if one that ``load_windows`` needs is missing."""
     names = list(columns)
     missing = {"id", "time", "seq", "price", "day_volume"} - set(names)
     if missing:
         raise ValueError(f"load_windows needs column(s) {', '.join(sorted(missing))}")
-    requested = _requested(windows)
-    keys: dict[str, list[FileKey | None]] = {}
-    paths: list[Path] = []
-    recent: list[pa.Table] = []
-    days: list[tuple[str, Path, Minutes]] = []
-    tickers = sorted(requested)  # codes index this order
-    names_array = pa.array(tickers, pa.string())
+    return names
+
+
+@dataclass
+class _Located:
+    """Where the requested minutes' ticks are: per ticker, the file key of each requested
+    minute (None: no file); the minute files to read, the minute files' tables this
+    process holds (``lake.recent``), and the (ticker, day file, minutes) to read."""
+
+    keys: dict[str, list[FileKey | None]] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
+    recent: list[pa.Table] = field(default_factory=list)
+    days: list[tuple[str, Path, Minutes]] = field(default_factory=list)
+
+    def add_minute_files(self, index: LakeIndex, ticker: str, minutes: NDArray[np.int64]) -> None:
+        """``minutes`` of a day without a day file: their minute files, if any."""
+        keys = self.keys[ticker]
+        for minute in minutes.tolist():
+            path = minute_path(index.root, ticker, minute)
+            key = file_key(path)
+            keys.append(key)
+            if key is None:
+                continue
+            known = RECENT.get(path, key)  # this process wrote it: no need to read it
+            if known is not None:
+                self.recent.append(known)
+            else:
+                self.paths.append(path)
+
+
+def _locate(
+    index: LakeIndex, requested: Mapping[str, NDArray[np.int64]], tickers: list[str]
+) -> _Located:
+    """The files holding the ``requested`` minutes of ``tickers``, in that order: a day's
+    file where it exists (only the requested minutes are read), else its minute files."""
+    located = _Located()
     for ticker in tickers:  # in code order: the parts come out grouped
         ms = requested[ticker]
-        keys[ticker] = []
+        keys = located.keys[ticker] = []
         day_of = ms // DAY_MS
         cuts = [0, *(np.flatnonzero(day_of[1:] != day_of[:-1]) + 1).tolist(), len(ms)]
         for lo, hi in itertools.pairwise(cuts):
             day, day_minutes = int(day_of[lo]), ms[lo:hi]
             day_file = index.day_file(ticker, day)
-            if day_file is not None:
-                key = file_key(day_file)
-                keys[ticker].extend([key] * len(day_minutes))
-                if key is not None:
-                    days.append((ticker, day_file, day_minutes))
+            if day_file is None:
+                located.add_minute_files(index, ticker, day_minutes)
                 continue
-            for minute in day_minutes.tolist():
-                path = minute_path(index.root, ticker, minute)
-                key = file_key(path)
-                keys[ticker].append(key)
-                if key is None:
-                    continue
-                known = RECENT.get(path, key)  # this process wrote it: no need to read it
-                if known is not None:
-                    recent.append(known)
-                else:
-                    paths.append(path)
-    ticks = read_sources(paths, days, names, recent, names_array)
-    code = ticker_codes(ticks["id"], names_array)
+            key = file_key(day_file)
+            keys.extend([key] * len(day_minutes))
+            if key is not None:
+                located.days.append((ticker, day_file, day_minutes))
+    return located
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    """The loaded ticks grouped by ticker code (an index into the requested tickers; ticker
+    i's rows are ``[bounds[i], bounds[i + 1])``), sorted by (time, seq) within each, with
+    two of their columns as NumPy arrays (converted once for all tickers)."""
+
+    table: pa.Table
+    code: NDArray[np.int64]
+    bounds: NDArray[np.intp]
+    time_ms: NDArray[np.int64]
+    has_reading: NDArray[np.bool_]
+
+    def rows(self, i: int) -> tuple[int, int]:
+        """Where ticker ``i``'s rows are: [lo, hi)."""
+        return int(self.bounds[i]), int(self.bounds[i + 1])
+
+    def ticker(self, i: int) -> _TickerTicks:
+        lo, hi = self.rows(i)
+        return _TickerTicks(
+            self.table.slice(lo, hi - lo), self.time_ms[lo:hi], self.has_reading[lo:hi]
+        )
+
+
+def _grouped(ticks: pa.Table, tickers: pa.Array) -> _Grouped:
+    """``ticks`` (from ``read_sources``) grouped by their ticker's code in ``tickers``;
+    rows of other tickers dropped."""
+    code = ticker_codes(ticks["id"], tickers)
     if len(code) and (code[0] < 0 or np.any(np.diff(code) < 0)):  # not the lake's invariants
         keep = np.flatnonzero(code >= 0)
         keep = keep[np.argsort(code[keep], kind="stable")]
         ticks, code = ticks.take(pa.array(keep)), code[keep]
-    bounds = np.searchsorted(code, np.arange(len(names_array) + 1))
+    bounds = np.searchsorted(code, np.arange(len(tickers) + 1))
     time_ms = np.asarray(ticks["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
     has_reading = np.asarray(pc.is_valid(ticks["day_volume"]).to_numpy(), dtype=np.bool_)
+    return _Grouped(ticks, code, bounds, time_ms, has_reading)
 
-    if cache is not None:
-        for i, ticker in enumerate(tickers):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
-            ticker_ticks = _TickerTicks(
-                ticks.slice(lo, hi - lo), time_ms[lo:hi], has_reading[lo:hi]
-            )
-            _remember_readings(cache, ticker, requested[ticker], keys[ticker], ticker_ticks)
-    # every requested window: which[k] indexes ``tickers``, starts[k] its minute
+
+def _requested_windows(
+    requested: Mapping[str, NDArray[np.int64]], tickers: list[str]
+) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """Every requested window: ``which[k]`` indexes ``tickers``, ``starts[k]`` its minute."""
     which = np.repeat(np.arange(len(tickers), dtype=np.int32), [len(requested[t]) for t in tickers])
     starts = np.concatenate([requested[t] for t in tickers] or [_NONE])
-    walks = _walk_starts(tickers, which, starts, code, time_ms, has_reading)
+    return which, starts
 
-    def lookback(item: tuple[int, list[int]]) -> tuple[int, list[pa.Table], int]:
+
+@dataclass(frozen=True)
+class _Lookbacks:
+    """The volume lookback rows of the walks ``_walk_starts`` found, ticker by ticker
+    (``lookback.previous_reading``), given the ticks loaded so far."""
+
+    index: LakeIndex
+    tickers: list[str]
+    requested: Mapping[str, NDArray[np.int64]]
+    ticks: _Grouped
+    columns: list[str]
+    cache: ReadingCache | None
+
+    def find(
+        self, walks: dict[int, list[int]], threads: int
+    ) -> tuple[dict[int, list[pa.Table]], int]:
+        """(per ticker index, its lookback rows, where it has any; files read)."""
+        if threads > 1 and len(walks) > 1:  # lookbacks may read files
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                found = list(pool.map(self._of_ticker, walks.items()))
+        else:
+            found = [self._of_ticker(item) for item in walks.items()]
+        extra = {i: rows for i, rows, _ in found if rows}
+        return extra, sum(files for _, _, files in found)
+
+    def _of_ticker(self, item: tuple[int, list[int]]) -> tuple[int, list[pa.Table], int]:
         i, starts = item
-        lo, hi = int(bounds[i]), int(bounds[i + 1])
-        readings = time_ms[lo:hi][has_reading[lo:hi]]
-        loaded = set(requested[tickers[i]].tolist())
-        with_readings = set((readings - readings % MINUTE_MS).tolist())
+        lo, hi = self.ticks.rows(i)
+        readings = self.ticks.time_ms[lo:hi][self.ticks.has_reading[lo:hi]]
+        ticker = self.tickers[i]
+        loaded = LoadedMinutes(
+            set(self.requested[ticker].tolist()), set((readings - readings % MINUTE_MS).tolist())
+        )
         rows, files = [], 0
         for start in starts:
             row, read = previous_reading(
-                index, tickers[i], start, loaded, with_readings, names, cache
+                self.index, ticker, start, loaded, self.columns, self.cache
             )
             files += read
             if row is not None:
                 rows.append(row)
         return i, rows, files
 
-    if threads > 1 and len(walks) > 1:  # lookbacks may read files
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            found = list(pool.map(lookback, walks.items()))
-    else:
-        found = [lookback(item) for item in walks.items()]
-    extra = {i: rows for i, rows, _ in found if rows}
-    lookback_rows, lookback_files = sum(map(len, extra.values())), sum(f for _, _, f in found)
-    if extra:  # each ticker's lookback rows, then its ticks; ids set by _with_ids
-        rest = load_schema([c for c in names if c != "id"])
-        parts = [
-            pa.concat_tables(
-                _as(t.select(rest.names), rest)
-                for t in [*extra.get(i, []), ticks.slice(lo, hi - lo)]
-            )
-            for i, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist()))
-        ]
-        ticks = _with_ids(parts, names_array, names)
-    else:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
-        ticks = _with_codes(ticks, code, names_array, names)
-    table = pa.table(  # tickers encoded as the ticks' ids are: matched by code, not by name
-        {
-            "ticker": pa.DictionaryArray.from_arrays(which, names_array),
-            "window_start": pa.array(starts.astype(np.int64), TIME_TYPE),
-        }
-    )
-    return Loaded(ticks, table, lookback_rows, lookback_files)
+
+def _with_lookbacks(
+    ticks: _Grouped, extra: dict[int, list[pa.Table]], tickers: pa.Array, columns: list[str]
+) -> pa.Table:
+    """Each ticker's lookback rows (``extra``), then its ticks, as one table typed by
+    ``load_schema``, its ``id`` dictionary-encoded over ``tickers``."""
+    if not extra:  # no lookback row added: the tickers' slices are ``ticks`` itself, in order
+        return _with_codes(ticks.table, ticks.code, tickers, columns)
+    rest = load_schema([c for c in columns if c != "id"])  # ids set by _with_ids
+    parts = [
+        pa.concat_tables(
+            _as(t.select(rest.names), rest)
+            for t in [*extra.get(i, []), ticks.table.slice(lo, hi - lo)]
+        )
+        for i, (lo, hi) in enumerate(itertools.pairwise(ticks.bounds.tolist()))
+    ]
+    return _with_ids(parts, tickers, columns)
 
 
 def _requested(windows: Mapping[str, Iterable[int]]) -> dict[str, NDArray[np.int64]]:
@@ -300,8 +396,8 @@ def _with_codes(
 
 
 def _combined(table: pa.Table) -> pa.Table:
-    """``table.combine_chunks()``, column by column: half the time (1 ms against 2 ms for
-    10 day files' 268 k rows), the same table. Dictionaries are unified."""
+    """``table.combine_chunks()``, column by column: the same table, built faster.
+    Dictionaries are unified."""
     if all(column.num_chunks <= 1 for column in table.columns):
         return table
     columns = [column.combine_chunks() for column in table.columns]
@@ -309,7 +405,8 @@ def _combined(table: pa.Table) -> pa.Table:
 
 
 def _as(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` cast to ``schema`` (a no-op costs ~10 us a column: skipped)."""
+    """``table`` cast to ``schema``; skipped when it has that schema (a no-op cast still
+    costs time per column)."""
     return table if table.schema.equals(schema) else table.cast(schema)
 
 
@@ -370,8 +467,8 @@ def read_files(paths: Sequence[Path], columns: Sequence[str]) -> pa.Table:
     typed by ``load_schema``.
 
     One DuckDB scan over the explicit list, on a connection kept per thread: several times
-    faster than opening small Parquet files one by one from Python (500 minute files:
-    ~0.12-0.15 s instead of ~0.3-0.45 s, also with a pool of threads).
+    faster than opening small Parquet files one by one from Python, also with a pool of
+    threads (README, Benchmarks: per-minute job).
     """
     schema = load_schema(columns)
     if not paths:
@@ -394,8 +491,8 @@ _readers = threading.local()
 
 
 def _reader() -> duckdb.DuckDBPyConnection:
-    """This thread's in-memory DuckDB connection for reading Parquet (opening one costs
-    ~10 ms; it holds no file open between reads)."""
+    """This thread's in-memory DuckDB connection for reading Parquet (kept: opening one
+    costs more than a small read; it holds no file open between reads)."""
     con: duckdb.DuckDBPyConnection | None = getattr(_readers, "con", None)
     if con is None:
         con = _readers.con = duckdb.connect()

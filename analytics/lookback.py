@@ -20,18 +20,20 @@ the per-minute job reads no file twice.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.index import DAY_MS, FileKey, LakeIndex, file_key
+from lake.index import FileKey, LakeIndex, file_key
 from lake.minutes import read_minutes
-from lake.utc import HOUR_MS, MINUTE_MS
+from lake.utc import DAY_MS, HOUR_MS, MINUTE_MS
 from recorder.wire.markets import AssetClass, asset_class, session_id
 
 __all__ = [
+    "LoadedMinutes",
     "ReadingCache",
     "last_reading",
     "lookahead_limit_ms",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 PROBE_MINUTES: Final = 3  # neighbouring minutes probed by exact path before listing a date
-CRYPTO_LOOKBACK_MS: Final = 24 * 3600 * 1000
+CRYPTO_LOOKBACK_MS: Final = DAY_MS  # crypto's rolling day_volume covers 24 h
 
 
 class ReadingCache:
@@ -84,7 +86,7 @@ def lookback_floor_ms(ticker: str, start_ms: int) -> int:
 def _session_start_ms(kind: AssetClass, hour: int) -> int:
     """Start of the session holding ``hour`` (hours since the epoch): sessions change on
     whole hours only (``analytics.volume``)."""
-    session = session_id(kind, hour * 3600)
+    session = session_id(kind, hour * HOUR_MS // 1000)
     floor = hour * HOUR_MS
     for _ in range(48):
         if session_id(kind, (floor - HOUR_MS) / 1000) != session:
@@ -107,18 +109,26 @@ def lookahead_limit_ms(ticker: str, start_ms: int) -> int:
     return limit
 
 
+@dataclass(frozen=True)
+class LoadedMinutes:
+    """Which minutes of a ticker are loaded already (``minutes``), and which of those hold
+    a reading (``with_readings``): a lookback walk stops there."""
+
+    minutes: set[int]
+    with_readings: set[int]
+
+
 def previous_reading(
     index: LakeIndex,
     ticker: str,
     start: int,
-    loaded: set[int],
-    with_readings: set[int],
+    loaded: LoadedMinutes,
     columns: list[str],
     cache: ReadingCache | None,
 ) -> tuple[pa.Table | None, int]:
     """The last reading before ``start`` not already among the loaded ticks, if any."""
-    floor = lookback_floor_ms(ticker, start)
-    if all(m in loaded for m in range(start - MINUTE_MS, floor - 1, -MINUTE_MS)):
+    floor, minutes = lookback_floor_ms(ticker, start), loaded.minutes
+    if all(m in minutes for m in range(start - MINUTE_MS, floor - 1, -MINUTE_MS)):
         return None, 0  # back to the floor all loaded (a backfilled day): nothing to list
     probed = max(floor, start - PROBE_MINUTES * MINUTE_MS)
     if index.day_file(ticker, (start - MINUTE_MS) // DAY_MS) is not None:
@@ -129,8 +139,8 @@ def previous_reading(
         if batch is None:  # the probes missed: list the dates back to the floor
             batch = index.minutes(ticker, floor, probed)[::-1]
         for minute in batch:
-            if minute in loaded:
-                if minute in with_readings:
+            if minute in minutes:
+                if minute in loaded.with_readings:
                     return None, files  # the chain continues inside the loaded ticks
                 continue
             row, read = last_reading(index, ticker, minute, columns, cache)

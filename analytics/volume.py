@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from lake.utc import HOUR_MS
 from recorder.wire.markets import AssetClass, asset_class, session_id
 
-__all__ = ["ASSET_CLASSES", "Base", "WindowVolume", "class_codes", "window_volume"]
+__all__ = ["ASSET_CLASSES", "Base", "VolumeTicks", "WindowVolume", "class_codes", "window_volume"]
 
 ASSET_CLASSES: Final[tuple[AssetClass, ...]] = tuple(AssetClass)
 """Asset class codes are indexes into this tuple."""
@@ -59,6 +59,18 @@ class Base:
     time_ms: I64
     day_volume: I64
     present: Bools
+
+
+@dataclass(frozen=True)
+class VolumeTicks:
+    """The ticks' columns the volume rule reads, sorted by (``code``, ``time``, arrival
+    order): ticker code, time (epoch ms), and ``day_volume``, which matters only where
+    ``has_volume`` (a reading)."""
+
+    code: Codes
+    time_ms: I64
+    day_volume: I64
+    has_volume: Bools
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ def class_codes(tickers: Sequence[str]) -> NDArray[np.int8]:
 def _session_of(code: int, hour: int) -> int:
     if code == _CRYPTO:
         return 0  # one endless session: the rolling figure never resets
-    return session_id(ASSET_CLASSES[code], hour * 3600)
+    return session_id(ASSET_CLASSES[code], hour * HOUR_MS // 1000)
 
 
 def session_ids(classes: NDArray[np.int8], time_ms: I64) -> I64:
@@ -121,21 +133,19 @@ class _Readings:
 
 
 def window_volume(
-    code: Codes,
-    time_ms: I64,
-    day_volume: I64,
-    has_volume: Bools,
+    ticks: VolumeTicks,
     ticker_class: NDArray[np.int8],
     starts: NDArray[np.intp],
     base: Base | None = None,
 ) -> WindowVolume:
     """Volume of the windows whose ticks start at ``starts``, per the module's rule.
 
-    Ticks are sorted by (``code``, ``time``, arrival order) and ``starts`` are the indexes
-    where a ticker or a minute begins (the windows tile the ticks). ``code`` indexes
-    ``ticker_class`` and ``base``'s arrays; ``day_volume`` matters only where
-    ``has_volume``.
+    ``starts`` are the indexes where a ticker or a minute begins among the sorted ``ticks``
+    (the windows tile the ticks). ``ticks.code`` indexes ``ticker_class`` and ``base``'s
+    arrays.
     """
+    code, time_ms, day_volume = ticks.code, ticks.time_ms, ticks.day_volume
+    has_volume = ticks.has_volume
     n = len(time_ms)
     if n == 0:
         empty = np.zeros(0, np.int64)

@@ -52,26 +52,24 @@ import pyarrow.compute as pc
 from analytics.backfill import BackfillConfig, BackfillResult, backfill
 from analytics.features import FEATURE_SCHEMA
 from analytics.job import AnalyticsJob, JobConfig
-from bench.features import seed_fold
+from bench.baselines import FAST_SQL, assert_same_features, seed_fold
 from lake.clock import ManualClock, SystemClock
 from lake.compact import compact_eligible
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.history import write_day_atomically
-from lake.index import DAY_MS
 from lake.layout import history_file
 from lake.minutes import MinutesWrite, write_minutes
 from lake.recent import RECENT
 from lake.schema import LAKE_SCHEMA
 from lake.seal import SealState, save_seal
+from lake.utc import DAY_MS, HOUR_MS, MINUTE_MS
 from recorder.wire.markets import asset_class
-from tests.analytics.test_features import FAST_SQL, assert_same_features
 
-HOUR, MIN = 3_600_000, 60_000
 FIRST_DAY = int(dt.datetime(2024, 4, 15, tzinfo=dt.UTC).timestamp()) * 1000
 SEGMENTS = (  # (start, end) within the UTC day, mean seconds between ticks, market hours
-    (8 * HOUR, 13 * HOUR + 30 * MIN, 10, "PRE_MARKET"),
-    (13 * HOUR + 30 * MIN, 20 * HOUR, 1, "REGULAR_MARKET"),
-    (20 * HOUR, 24 * HOUR, 10, "POST_MARKET"),
+    (8 * HOUR_MS, 13 * HOUR_MS + 30 * MINUTE_MS, 10, "PRE_MARKET"),
+    (13 * HOUR_MS + 30 * MINUTE_MS, 20 * HOUR_MS, 1, "REGULAR_MARKET"),
+    (20 * HOUR_MS, 24 * HOUR_MS, 10, "POST_MARKET"),
 )
 TICKS_PER_DAY = sum((hi - lo) // 1000 // every for lo, hi, every, _ in SEGMENTS)
 
@@ -341,24 +339,24 @@ def job_minutes(root: Path, tickers: int, minutes: int, *, in_process: bool) -> 
     scheduler inside ``record`` does; else that memory is cleared before each run, as for
     ``ticklake analyze`` beside a recorder in another process.
     """
-    data, start = root / ("job-in" if in_process else "job-apart"), FIRST_DAY + 14 * HOUR
+    data, start = root / ("job-in" if in_process else "job-apart"), FIRST_DAY + 14 * HOUR_MS
     shutil.rmtree(data, ignore_errors=True)  # a kept --dir holds the last run's state
     generator = Generator(5)
-    segment = [(start, start + minutes * MIN, 1, "REGULAR_MARKET")]
+    segment = [(start, start + minutes * MINUTE_MS, 1, "REGULAR_MARKET")]
     tables = [generator.ticks(f"J{i:03d}", segment) for i in range(tickers)]
     ticks = pa.concat_tables(tables)
-    minute = pc.divide(ticks["time"].cast(pa.int64()), MIN)
+    minute = pc.divide(ticks["time"].cast(pa.int64()), MINUTE_MS)
     clock = ManualClock(start / 1000)
     job = AnalyticsJob(data, JobConfig(recompute_horizon=600.0), clock)
     seconds = []
     for k in range(1, minutes + 1):
-        rows = ticks.filter(pc.equal(minute, (start + (k - 1) * MIN) // MIN))
+        rows = ticks.filter(pc.equal(minute, (start + (k - 1) * MINUTE_MS) // MINUTE_MS))
         RECENT.clear()  # only this minute's files are in memory at most
         write_minute_files(data, iter(_by_ticker(rows)), 4, quiet=True)
         if not in_process:
             RECENT.clear()
-        save_seal(data, SealState(watermark_ms=start + k * MIN))
-        clock.set((start + k * MIN) / 1000 + 12)
+        save_seal(data, SealState(watermark_ms=start + k * MINUTE_MS))
+        clock.set((start + k * MINUTE_MS) / 1000 + 12)
         result = job.run_once()
         assert result.done
         seconds.append(result.timings["total"])

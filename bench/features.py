@@ -8,9 +8,9 @@ pairs, 5 FX pairs without volume; ~1 tick/s with ties; several session resets):
 - ``compute_features`` from Arrow, in lake order (grouped by ticker, sorted by time and
   seq: no sort needed; ``ticker`` as strings, then dictionary-encoded as a hive-partitioned
   dataset reads it) and shuffled (one ``np.lexsort``, one run); one core;
-- DuckDB, full: every feature, VWAP and session-aware volume included, in the test suite's
-  ``FAST_SQL`` (proven equal to ``compute_features`` there, and checked again here), all
-  cores;
+- DuckDB, full: every feature, VWAP and session-aware volume included, in
+  ``bench.baselines.FAST_SQL`` (the test suite proves it equal to ``compute_features``; checked
+  again here), all cores;
 - DuckDB, basic: OHLC, count, first/last time, mean and standard deviation only (no
   volume, VWAP, realized variance or log return), all cores;
 - the seed: its per-tick ``np.insert(arr, 0, row, 0)`` fold plus its features per window,
@@ -31,25 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.features import compute_features
-from tests.analytics.test_features import (
-    FAST_SQL,
-    assert_same_features,
-    reference_features,
-    seed_calculate_features,
-)
+from bench.baselines import BASIC_SQL, FAST_SQL, assert_same_features, reference_features, seed_fold
 
 TIME = pa.timestamp("ms", tz="UTC")
 START_MS = 1_713_139_200_000  # 2024-04-15 00:00 UTC
 MARKET_HOURS = ["PRE_MARKET", "REGULAR_MARKET", "POST_MARKET", "OVERNIGHT_MARKET"]
-
-BASIC_SQL = """
-SELECT ticker, epoch_ms(time) // 60000 * 60000 AS window_start,
-    arg_min(price, (time, seq)) AS open, max(price) AS high, min(price) AS low,
-    arg_max(price, (time, seq)) AS close, count(*) AS tick_count,
-    min(time) AS first_time, max(time) AS last_time,
-    avg(price::DOUBLE) AS mean_price, stddev_samp(price::DOUBLE) AS std_price
-FROM ticks GROUP BY ALL
-"""
 
 
 def classes(count: int) -> tuple[int, int, int]:
@@ -108,26 +94,6 @@ def timed(run: Callable[[], object], repeat: int) -> tuple[float, float, object]
         result = run()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), min(seconds), result
-
-
-def seed_fold(ticks: pa.Table) -> int:
-    """The seed's dataflow on ``ticks`` in arrival order: fold per (ticker, window), then
-    its features per window. Returns the number of windows."""
-    windows: dict[tuple[str, int], np.ndarray] = {}
-    rows = zip(
-        ticks["ticker"].to_pylist(),
-        ticks["time"].cast(pa.int64()).to_pylist(),
-        ticks["price"].to_pylist(),
-        pc.fill_null(ticks["day_volume"], 0).to_pylist(),
-        strict=True,
-    )
-    for ticker, t, price, volume in rows:
-        key = (ticker, t // 60_000)
-        array = windows.get(key, np.empty((0, 3)))
-        windows[key] = np.insert(array, 0, np.array((t, price, volume)), 0)
-    for array in windows.values():
-        seed_calculate_features(array)
-    return len(windows)
 
 
 def minute_job(repeat: int, tickers: int = 500) -> None:

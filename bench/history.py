@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from analytics.backfill import BackfillConfig, BackfillResult
 from analytics.backfill import backfill as run_backfill
 from bench.backfill import sql_features
-from bench.features import BASIC_SQL
+from bench.baselines import BASIC_SQL
 from lake.clock import SystemClock
 from lake.compact import compact_eligible
 from lake.datadir import HISTORY_DIR
@@ -190,6 +190,9 @@ def query_times(root: Path, ticker: str, day: dt.date, label: str) -> None:
         f"DuckDB, the ticks view {label}: ticker-day {day_ms:.1f} ms, ticker-hour {hour_ms:.1f} ms"
     )
     one = duckdb_ticker_sql(root, "symbol", "day")
+    if one is None:  # no placeholder of the minute tier yet: the whole lake, by ticker
+        one = f"(SELECT * FROM {duckdb_read_sql(root)} WHERE ticker = symbol"
+        one += " AND (day IS NULL OR date = day))"
     con.execute(f"CREATE MACRO ticks_of(symbol, day := NULL) AS TABLE SELECT * FROM {one}")
     of_day = f"SELECT {agg} FROM ticks_of('{ticker}', day := DATE '{day}')"
     day_ms = timed(lambda: con.execute(of_day).fetchall()) * 1000

@@ -67,7 +67,7 @@ from lake.layout import (
 )
 from lake.schema import LAKE_SCHEMA
 from lake.seal import load_seal
-from lake.utc import DAY_MS, day_start_ms
+from lake.utc import DAY_MS, DAY_S, day_start_ms
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -82,7 +82,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HORIZON_S: Final = 86_400.0
+DEFAULT_HORIZON_S: Final = DAY_S
 DEFAULT_GRACE_S: Final = 600.0
 
 _after_step: Callable[[str], None] | None = None
@@ -127,20 +127,27 @@ def compact_eligible(
     """One pass over the minute tier of the lake at ``data`` (epoch seconds ``now``).
 
     Compacts every eligible day (see the module docstring; at most ``max_days``, in ticker
-    then date order, to bound a pass: about a second per ticker-day of minute files),
+    then date order, to bound a pass, whose time grows with the minute files it merges),
     finishes days hidden for at least ``grace`` seconds (with ``grace`` 0, in the same pass),
     and completes whatever a killed pass left. A day that fails is logged and listed in
     ``failed``; the others go on.
     """
-    root, now_ms = Path(data), int(now * 1000)
-    watermark_ms = load_seal(root).watermark_ms
+    root = Path(data)
+    rules = _PassRules(
+        root,
+        now_ms=int(now * 1000),
+        watermark_ms=load_seal(root).watermark_ms,
+        horizon_ms=int(horizon * 1000),
+        grace_ms=int(grace * 1000),
+        before=before,
+    )
     result = CompactionPass()
     result.files_deleted += _empty_trash(root)
     for ticker, date, folder in list(lake_days(root, TICKS_DIR)):
         if max_days is not None and result.days_compacted >= max_days:
             break
         try:
-            _visit(root, ticker, date, folder, now_ms, watermark_ms, horizon, grace, before, result)
+            _visit(rules, ticker, date, folder, result)
         except (OSError, pa.ArrowException, CompactionError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.error("event=compaction_failed ticker=%s date=%s reason=%s", ticker, date, reason)
@@ -160,38 +167,65 @@ def compact_eligible(
     return result
 
 
+@dataclass(frozen=True)
+class _PassRules:
+    """What one pass decides every day by: the lake, the pass's time (``now_ms``), the
+    seal's watermark, and the caller's ``horizon``, ``grace`` and ``before``."""
+
+    root: Path
+    now_ms: int
+    watermark_ms: int
+    horizon_ms: int
+    grace_ms: int
+    before: dt.date | None
+
+    def due(self, date: dt.date) -> bool:
+        """Whether the day is eligible (see the module docstring, "Which days")."""
+        day_end = day_start_ms(date) + DAY_MS
+        if day_end + self.horizon_ms <= self.watermark_ms:
+            return True
+        return self.before is not None and date < self.before and day_end <= self.now_ms
+
+
 def _visit(
-    root: Path,
-    ticker: str,
-    date: dt.date,
-    folder: Path,
-    now_ms: int,
-    watermark_ms: int,
-    horizon: float,
-    grace: float,
-    before: dt.date | None,
-    result: CompactionPass,
+    rules: _PassRules, ticker: str, date: dt.date, folder: Path, result: CompactionPass
 ) -> None:
+    """Take one (ticker, date) as far as it may go in this pass: hide it behind its day
+    file when due, then finish it once hidden for the grace period."""
     marker = _read_marker(folder)
     if marker is None:
-        day_end = day_start_ms(date) + DAY_MS
-        due = day_end + int(horizon * 1000) <= watermark_ms
-        due |= before is not None and date < before and day_end <= now_ms
-        if not due and not history_file(root, ticker, date).is_file():
-            return  # the day file exists only if a killed pass published it: finish that
-        files, rows, size = compact_day(root, ticker, date, now_ms)
-        result.days_compacted += int(files > 0)
-        result.files_merged, result.rows = result.files_merged + files, result.rows + rows
-        result.bytes_written += size
-        marker = _read_marker(folder)
-        if marker is None:
-            return
-    if now_ms < marker.hidden_at_ms + int(grace * 1000):
+        marker = _hide_if_due(rules, ticker, date, folder, result)
+    if marker is not None:
+        _finish_after_grace(rules, ticker, date, marker, result)
+
+
+def _hide_if_due(
+    rules: _PassRules, ticker: str, date: dt.date, folder: Path, result: CompactionPass
+) -> _Marker | None:
+    """Compact a day that is due (or whose day file a killed pass published); its new
+    marker, or None if the day stays in the minute tier."""
+    root = rules.root
+    if not rules.due(date) and not history_file(root, ticker, date).is_file():
+        return None  # the day file exists only if a killed pass published it: finish that
+    files, rows, size = compact_day(root, ticker, date, rules.now_ms)
+    result.days_compacted += int(files > 0)
+    result.files_merged, result.rows = result.files_merged + files, result.rows + rows
+    result.bytes_written += size
+    return _read_marker(folder)
+
+
+def _finish_after_grace(
+    rules: _PassRules, ticker: str, date: dt.date, marker: _Marker, result: CompactionPass
+) -> None:
+    """Delete a hidden day's minute files once its grace period has passed; hide it again
+    if they changed meanwhile."""
+    root = rules.root
+    if rules.now_ms < marker.hidden_at_ms + rules.grace_ms:
         result.days_waiting += 1
         return
     deleted = _finish_day(root, ticker, date, marker)
     if deleted is None and history_file(root, ticker, date).is_file():
-        compact_day(root, ticker, date, now_ms)  # its minute files changed: hide them again
+        compact_day(root, ticker, date, rules.now_ms)  # its minute files changed: hide them again
         result.days_compacted += 1
         return
     result.days_finished += int(deleted is not None)

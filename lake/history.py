@@ -10,12 +10,12 @@ Invariants of every day file (``history/ticker=…/date=…/part.parquet``):
 - row groups are cut at every second whole UTC hour (``ROW_GROUP_MINUTES``; at most
   ``MAX_ROW_GROUP_ROWS`` rows), with min/max statistics on ``time`` and ``seq``: a reader of
   an hour opens one or two row groups (an equity day of 08:00-24:00 has 8);
-- strings and floats are dictionary-encoded, integers and timestamps delta-encoded, LZ4.
-  Measured on equity days (~27 k ticks, 6 columns read by one core, footer included):
-  zstd with 1 h groups 10.5 M rows/s at 9.6 bytes/tick; LZ4 1 h 19.0 M/s; LZ4 2 h 31.5 M/s
-  at 8.2 bytes/tick; LZ4 whole-day groups 42 M/s but no skipping. zstd's cost is per page
-  (a 2 h group reads 1.5x slower than with LZ4); each group repeats 47 column chunks of
-  metadata in the footer. Files written before (zstd, 1 h) stay readable as they are;
+- strings and floats are dictionary-encoded, integers and timestamps delta-encoded, LZ4:
+  it decodes faster than zstd, whose cost is per page. Each row group repeats every column
+  chunk's metadata in the footer, so two-hour groups read faster and take fewer bytes per
+  tick than one-hour ones, while an hour's query still skips the rest of the day, which
+  whole-day groups would not allow (README, History tier). Files written before (zstd,
+  1 h) stay readable as they are;
 - it is only ever replaced whole and atomically (temporary, fsync, rename, folder fsync).
 
 The tier lock (``history/.lock``, an ``flock``) orders the two kinds of writers: minute
@@ -198,7 +198,7 @@ def read_day(
 
     Only row groups whose statistics overlap a range are read, and only ``columns``
     (LAKE_SCHEMA's by default). Columns named in ``dictionary`` come dictionary-encoded
-    (strings: ~1.3x faster to read than plain, for ``market_hours``). Raises
+    (such strings, ``market_hours`` say, read faster than plain ones). Raises
     FileNotFoundError for a missing file.
     """
     names = LAKE_SCHEMA.names if columns is None else list(columns)

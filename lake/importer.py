@@ -68,7 +68,8 @@ import pyarrow.parquet as pq
 
 from lake.atomic import atomic_write_bytes
 from lake.datadir import IMPORTS_FILE, WriterLock, journal_dir
-from lake.minutes import LakeError, MinutesWrite, write_minutes
+from lake.errors import LakeError
+from lake.minutes import MinutesWrite, write_minutes
 from lake.schema import FIELD_BY_NAME, LAKE_SCHEMA, RECEIVED_TYPE, TIME_TYPE
 from lake.symbols import valid_symbol_mask, validate_symbol
 from lake.utc import DAY_MS, MINUTE_MS
@@ -554,52 +555,78 @@ def _write(
     time-sorted input that is at most one minute per ticker per flush.
     """
     assert stats.import_number is not None
-    seq = import_seq_base(stats.import_number)
+    writer = _PieceWriter(data, stats, options, report)
     buffer: list[pa.Table] = []
-    pending: deque[Future[MinutesWrite]] = deque()
-    written = 0
-    pool = ThreadPoolExecutor(options.threads, thread_name_prefix="import")
-
-    def collect(limit: int) -> None:
-        nonlocal written
-        while len(pending) > limit:
-            written += _count(stats, pending.popleft().result())
-            report(ImportProgress("write", written, stats.rows))
-
-    def flush() -> None:
-        nonlocal written
-        whole = pa.concat_tables(buffer)
-        for piece in _pieces(whole, options.piece_rows, options.history_before):
-            if not written and not pending:  # the lake's first write to a root runs alone
-                written += _count(stats, _write_piece(data, piece, options.history_before))
-                continue
-            pending.append(pool.submit(_write_piece, data, piece, options.history_before))
-            collect(2 * options.threads)
-        buffer.clear()
-
     try:
-        for source in sources:
-            read, schema = 0, _schema(source.path)
-            for batch in _batches(source.path, schema, source.plan, options.batch_rows):
-                table, checks = _convert(batch, source.plan, seq, now_us)
-                seq, read = seq + batch.num_rows, read + batch.num_rows
-                if _bad_mask(checks, batch.num_rows).any() or read > source.rows:
-                    raise ImportWriteError(f"{source.path} changed during the import; import again")
-                buffer.append(table)
-                if sum(t.num_rows for t in buffer) >= options.flush_rows:
-                    flush()
-            if read != source.rows:
-                raise ImportWriteError(f"{source.path} changed during the import; import again")
+        seq = import_seq_base(stats.import_number)
+        for table in _converted_again(sources, seq, now_us, options.batch_rows):
+            buffer.append(table)
+            if sum(t.num_rows for t in buffer) >= options.flush_rows:
+                writer.flush(buffer)
         if buffer:
-            flush()
-        collect(0)
+            writer.flush(buffer)
+        writer.collect(0)
     except (OSError, LakeError, pa.ArrowException) as exc:
         raise ImportWriteError(
-            f"import {stats.import_number} stopped after {written} of {stats.rows} rows: "
-            f"{exc}; rerun the same command to finish it"
+            f"import {stats.import_number} stopped after {writer.written} of {stats.rows} "
+            f"rows: {exc}; rerun the same command to finish it"
         ) from exc
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        writer.close()
+
+
+def _converted_again(
+    sources: list[_Source], seq: int, now_us: int, batch_rows: int
+) -> Iterator[pa.Table]:
+    """Pass 2's batches as lake columns, seqs from ``seq`` on; ImportWriteError if a file
+    differs from what pass 1 validated (a bad row now, or another number of rows)."""
+    for source in sources:
+        read, schema = 0, _schema(source.path)
+        for batch in _batches(source.path, schema, source.plan, batch_rows):
+            table, checks = _convert(batch, source.plan, seq, now_us)
+            seq, read = seq + batch.num_rows, read + batch.num_rows
+            if _bad_mask(checks, batch.num_rows).any() or read > source.rows:
+                raise ImportWriteError(f"{source.path} changed during the import; import again")
+            yield table
+        if read != source.rows:
+            raise ImportWriteError(f"{source.path} changed during the import; import again")
+
+
+class _PieceWriter:
+    """Writes flushed rows as pieces of whole (ticker, minute) groups, up to
+    ``2 * options.threads`` at once in a pool; counts what was written into ``stats``."""
+
+    def __init__(
+        self,
+        data: Path,
+        stats: ImportStats,
+        options: ImportOptions,
+        report: Callable[[ImportProgress], None],
+    ) -> None:
+        self.data, self.stats, self.options, self.report = data, stats, options, report
+        self.written = 0  # rows
+        self.pending: deque[Future[MinutesWrite]] = deque()
+        self.pool = ThreadPoolExecutor(options.threads, thread_name_prefix="import")
+
+    def flush(self, buffer: list[pa.Table]) -> None:
+        """Write ``buffer``'s rows (the lake's first write to a root runs alone); empty it."""
+        history_before = self.options.history_before
+        for piece in _pieces(pa.concat_tables(buffer), self.options.piece_rows, history_before):
+            if not self.written and not self.pending:
+                self.written += _count(self.stats, _write_piece(self.data, piece, history_before))
+                continue
+            self.pending.append(self.pool.submit(_write_piece, self.data, piece, history_before))
+            self.collect(2 * self.options.threads)
+        buffer.clear()
+
+    def collect(self, limit: int) -> None:
+        """Wait for the oldest writes until at most ``limit`` are pending."""
+        while len(self.pending) > limit:
+            self.written += _count(self.stats, self.pending.popleft().result())
+            self.report(ImportProgress("write", self.written, self.stats.rows))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pieces(

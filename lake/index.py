@@ -22,7 +22,7 @@ from lake.minutes import list_minutes, list_tickers
 from lake.recent import FileKey, file_key
 from lake.utc import DAY_MS, MINUTE_MS, day_start_ms, utc_date
 
-__all__ = ["DAY_MS", "FileKey", "LakeIndex", "file_key", "minute_path"]
+__all__ = ["FileKey", "LakeIndex", "file_key", "minute_path"]
 
 LIST_ABOVE_MINUTES: Final = 120  # longer ranges (within a date) are listed, shorter probed
 

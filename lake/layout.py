@@ -259,13 +259,16 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
 
 
 def duckdb_ticker_sql(
-    root: Path | str, symbol: str, day: str | None = None, hidden: Sequence[str] | None = None
+    root: Path | str,
+    symbol: str,
+    day: str | None = None,
+    hidden: Sequence[str] | None = None,
 ) -> str | None:
     """``duckdb_read_sql`` for one ticker: ``symbol`` is a SQL expression (a macro's
     parameter) giving the symbol, ``day`` one giving a DATE or NULL (every day); only that
-    ticker's folders (of that day) are listed, so a query costs milliseconds however many
-    tickers the lake holds (the whole-lake expression lists every file of both tiers:
-    ~0.15 s at 2,000 day files and 1,500 minute files here).
+    ticker's folders (of that day) are listed, so a query's cost does not grow with the
+    number of tickers the lake holds (the whole-lake expression lists every file of both
+    tiers; README, Benchmarks: ticker-day query).
 
     The same exactly-once rule; each tier's glob is listed together with its placeholder
     (``allow_empty``: a ticker without files in a tier reads as no rows there). None unless
@@ -307,7 +310,11 @@ def _read_parquet_sql(files: str, hive_types: str, options: str = "") -> str:
 
 
 def _exactly_once_sql(
-    minute_sql: str, history_sql: str, day_files: str, hidden: Sequence[str], where: str = ""
+    minute_sql: str,
+    history_sql: str,
+    day_files: str,
+    hidden: Sequence[str],
+    where: str = "",
 ) -> str:
     """Both tiers, each (ticker, date) from exactly one (see ``duckdb_read_sql``):
     ``day_files`` is the ``read_blob(...)`` listing the history files first, ``hidden``

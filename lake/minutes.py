@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from lake.atomic import pid_running, replace_file_stat, temporary_pid
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.dedupe import conform, merge_ticks
+from lake.errors import LakeReadError, LakeWriteError
 from lake.history import (
     day_minutes,
     ensure_placeholder,
@@ -69,9 +70,6 @@ from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
 from lake.utc import MINUTE_MS, utc_date
 
 __all__ = [
-    "LakeError",
-    "LakeReadError",
-    "LakeWriteError",
     "MinuteWrite",
     "MinutesWrite",
     "clean_temporaries",
@@ -88,18 +86,6 @@ log = logging.getLogger(__name__)
 COMPRESSION: Final = "zstd"
 _LOCKS: Final = tuple(threading.Lock() for _ in range(64))
 _READY: set[str] = set()  # roots whose placeholders this process has made sure of
-
-
-class LakeError(Exception):
-    """Base of the lake's errors."""
-
-
-class LakeWriteError(LakeError):
-    """A minute file could not be written (disk full, permissions, ...); the old one stands."""
-
-
-class LakeReadError(LakeError):
-    """An existing minute file could not be read or does not hold ``LAKE_SCHEMA``."""
 
 
 @dataclass(frozen=True)

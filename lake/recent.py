@@ -11,9 +11,9 @@ file it wrote a cycle ago without reading it back.
 Invariants: a table is only ever served for the identity of the file it was written as;
 any later change of the file (another process replaced it, compaction removed it, a
 restore copied it back) changes that identity (a new inode at least), so a stale table is
-never served. Each table is held as one serialized Arrow record batch (one buffer; read
-back zero-copy in ~30 us): holding the tables themselves, dozens of small buffers each,
-cost ~3x their size in RSS (500 tickers: +76 MB instead of +24 MB). Memory is bounded by
+never served. Each table is held as one serialized Arrow record batch (one buffer, read
+back zero-copy): the tables themselves, dozens of small buffers each, would cost several
+times their size in RSS (README, Benchmarks: peak RSS). Memory is bounded by
 ``max_bytes``, oldest dropped first. A process that reads what another process wrote
 (``ticklake analyze`` beside a recorder) simply finds nothing here and reads the files.
 """
@@ -33,7 +33,7 @@ __all__ = ["RECENT", "FileKey", "RecentFiles", "file_key", "key_of"]
 
 FileKey = tuple[int, int, int]
 
-MAX_BYTES: Final = 24 << 20  # ~1,200 minute files of 60 ticks: 2 minutes of 500 tickers
+MAX_BYTES: Final = 24 << 20  # sized to hold the last two minutes of 500 tickers at ~1 tick/s
 
 
 def key_of(stat: os.stat_result) -> FileKey:

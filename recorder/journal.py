@@ -61,6 +61,8 @@ from recorder.segment import (
     JournalError,
     JournalRecord,
     JournalRepair,
+    ReadOptions,
+    RecordRange,
     SegmentRef,
     compress_segment,
     encode_footer,
@@ -336,7 +338,9 @@ class Journal:
             if ref.first_seq < stop
             and (index + 1 == len(refs) or refs[index + 1].first_seq > start_seq)
         ]
-        return read_batches(refs, wanted, start_seq, stop, None, batch_size, skip_corrupt, tail)
+        selected = RecordRange(start_seq, stop)
+        options = ReadOptions(batch_size, skip_corrupt, open_tail=tail)
+        return read_batches(refs, wanted, selected, options)
 
     def iter_records_between(
         self, start_us: int, end_us: int, *, batch_size: int = 10_000, skip_corrupt: bool = False
@@ -350,8 +354,9 @@ class Journal:
                 summary.max_received_us >= start_us and summary.min_received_us < end_us
             ):
                 wanted.append(index)
-        window = (start_us, end_us)
-        return read_batches(refs, wanted, 0, 1 << 64, window, batch_size, skip_corrupt, tail)
+        selected = RecordRange(window=(start_us, end_us))
+        options = ReadOptions(batch_size, skip_corrupt, open_tail=tail)
+        return read_batches(refs, wanted, selected, options)
 
     def _readable_segments(self) -> tuple[list[SegmentRef], bool]:
         """The segments, and whether the newest may be growing in another process."""

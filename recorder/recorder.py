@@ -32,7 +32,8 @@ import numpy as np
 
 from lake.clock import Clock, SystemClock
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
-from lake.minutes import LakeError, clean_temporaries
+from lake.errors import LakeError
+from lake.minutes import clean_temporaries
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal, watermark_at
 from lake.sessions import SessionLog

@@ -165,7 +165,8 @@ class SegmentScan:
     After ``records()`` is exhausted (or abandoned), ``end`` is the offset just past the last
     valid header/record/footer, ``last_seq`` the last valid record's seq (``first_seq - 1``
     if none), ``footer`` the summary if a valid footer ended the data, and ``problem`` why
-    the scan stopped before the end of the data (None if it did not).
+    the scan stopped before the end of the data (None if it did not); ``received_range()``
+    is the valid records' receive-time range, what a footer for them says.
     """
 
     def __init__(self, path: Path, data: bytes | memoryview, first_seq: int) -> None:
@@ -174,8 +175,6 @@ class SegmentScan:
         self.first_seq = first_seq
         self.end = 0
         self.last_seq = first_seq - 1
-        self.min_received_us = 0
-        self.max_received_us = 0
         self.footer: SegmentSummary | None = None
         self.problem: str | None = None
 
@@ -221,14 +220,26 @@ class SegmentScan:
                 except UnicodeDecodeError:
                     self.problem = "payload is not UTF-8"
                     return
-            if seq == self.first_seq or received_us < self.min_received_us:
-                self.min_received_us = received_us
-            if seq == self.first_seq or received_us > self.max_received_us:
-                self.max_received_us = received_us
             pos, expected = stop + CRC.size, seq + 1
             self.end, self.last_seq = pos, seq
             if frame is not None:
                 yield JournalRecord(seq, received_us, frame)
+
+    def received_range(self) -> tuple[int, int]:
+        """(min, max) receive time of the valid records; (0, 0) if there is none.
+
+        Only a repair needs it (to write a missing footer), so it walks the valid records'
+        heads again rather than adding two comparisons per record to every scan.
+        """
+        if self.last_seq < self.first_seq:
+            return 0, 0
+        data, unpack_head, pos = self.data, RECORD_HEAD.unpack_from, HEADER.size
+        low = high = unpack_head(data, pos)[2]
+        for _ in range(self.last_seq - self.first_seq + 1):
+            length, _seq, received_us = unpack_head(data, pos)
+            low, high = min(low, received_us), max(high, received_us)
+            pos += RECORD_OVERHEAD + length
+        return low, high
 
     def _header_ok(self) -> bool:
         head = bytes(self.data[: HEADER.size])
@@ -259,31 +270,46 @@ class SegmentScan:
             self.footer, self.end = summary, len(self.data)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordRange:
+    """Which records a read yields: ``start_seq <= seq < stop_seq``, and received in
+    ``[window[0], window[1])`` (epoch microseconds) if ``window`` is given."""
+
+    start_seq: int = 0
+    stop_seq: int = 1 << 64
+    window: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How a read goes: ``batch_size`` records per batch; with ``skip_corrupt`` a bad
+    segment is logged and skipped; with ``open_tail`` the newest segment may be growing in
+    another process (see ``read_batches``)."""
+
+    batch_size: int = 10_000
+    skip_corrupt: bool = False
+    open_tail: bool = False
+
+
 def read_batches(
-    refs: list[SegmentRef],
-    wanted: list[int],
-    start_seq: int,
-    stop_seq: int,
-    window: tuple[int, int] | None,
-    batch_size: int,
-    skip_corrupt: bool,
-    open_tail: bool,
+    refs: list[SegmentRef], wanted: list[int], selected: RecordRange, options: ReadOptions
 ) -> Iterator[list[JournalRecord]]:
-    """Batches of the valid records of ``refs[i]`` for i in ``wanted`` (ascending), with
-    ``start_seq <= seq < stop_seq`` and a receive time in ``window`` if given.
+    """Batches of the valid records of ``refs[i]`` for i in ``wanted`` (ascending) that
+    ``selected`` takes.
 
     A bad record, or a seq gap between adjacent segments, raises JournalCorruptError once the
-    records before it are yielded; with ``skip_corrupt`` it is logged and the rest of that
-    segment skipped. With ``open_tail`` a bad end of the newest segment, if it has no footer,
-    is where another process is writing: reading ends there quietly.
+    records before it are yielded; with ``options.skip_corrupt`` it is logged and the rest of
+    that segment skipped. With ``options.open_tail`` a bad end of the newest segment, if it
+    has no footer, is where another process is writing: reading ends there quietly.
     """
+    start_seq, stop_seq, window = selected.start_seq, selected.stop_seq, selected.window
+    batch_size = options.batch_size
     batch: list[JournalRecord] = []
     previous: tuple[int, int] | None = None  # (index, last seq) of the last segment read
     for index in wanted:
         ref = refs[index]
         try:
-            if previous and previous[0] + 1 == index and previous[1] + 1 != ref.first_seq:
-                raise JournalCorruptError(ref.path, 0, f"seqs after {previous[1]} are missing")
+            _check_follows(previous, index, ref)
             scan = SegmentScan(ref.path, load_segment(ref), ref.first_seq)
             for record in scan.records(start_seq):
                 if record.seq >= stop_seq:
@@ -293,17 +319,10 @@ def read_batches(
                     if len(batch) >= batch_size:
                         yield batch
                         batch = []
-            growing = (  # the newest segment of another process, still open
-                open_tail
-                and index + 1 == len(refs)
-                and decode_footer(ref.first_seq, bytes(scan.data[-FOOTER.size :])) is None
-            )
-            if scan.problem is not None and not growing:
-                raise JournalCorruptError(ref.path, scan.end, scan.problem)
-            if scan.problem is not None:  # another process may be appending right now
-                log.info("event=journal_read_stop segment=%s offset=%d", ref.path, scan.end)
+            growing = options.open_tail and index + 1 == len(refs)
+            _check_scan_end(scan, ref, growing)
         except JournalCorruptError as exc:
-            if not skip_corrupt:
+            if not options.skip_corrupt:
                 if batch:
                     yield batch
                 raise
@@ -315,6 +334,27 @@ def read_batches(
             break
     if batch:
         yield batch
+
+
+def _check_follows(previous: tuple[int, int] | None, index: int, ref: SegmentRef) -> None:
+    """JournalCorruptError if ``ref`` (at ``index``) does not continue the seqs of the
+    segment just read before it (``previous``: its index and last seq)."""
+    if previous and previous[0] + 1 == index and previous[1] + 1 != ref.first_seq:
+        raise JournalCorruptError(ref.path, 0, f"seqs after {previous[1]} are missing")
+
+
+def _check_scan_end(scan: SegmentScan, ref: SegmentRef, newest_may_grow: bool) -> None:
+    """JournalCorruptError if the scan stopped at a problem, unless ``ref`` is the newest
+    segment of another process (``newest_may_grow``), still open (no footer): it may be
+    appending right now, so reading quietly ends there."""
+    if scan.problem is None:
+        return
+    growing = (
+        newest_may_grow and decode_footer(ref.first_seq, bytes(scan.data[-FOOTER.size :])) is None
+    )
+    if not growing:
+        raise JournalCorruptError(ref.path, scan.end, scan.problem)
+    log.info("event=journal_read_stop segment=%s offset=%d", ref.path, scan.end)
 
 
 def read_summary(ref: SegmentRef) -> SegmentSummary | None:
@@ -374,7 +414,7 @@ def repair_segment(ref: SegmentRef) -> tuple[SegmentScan, JournalRepair | None]:
             file.truncate(scan.end)
         if scan.last_seq >= ref.first_seq and scan.footer is None:
             file.seek(scan.end)
-            file.write(encode_footer(scan.last_seq, scan.min_received_us, scan.max_received_us))
+            file.write(encode_footer(scan.last_seq, *scan.received_range()))
         file.flush()
         os.fsync(file.fileno())
     if scan.last_seq < ref.first_seq:

@@ -13,7 +13,6 @@ until then are kept: rerun the same command to finish).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
@@ -24,21 +23,25 @@ from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, 
 from analytics.backfill import backfill as run_backfill
 from analytics.database import DatabaseError
 from lake.clock import Clock, SystemClock
-from lake.minutes import LakeError
-from ticklake.analyze_cmd import DATABASE
-from ticklake.analyze_cmd import LOCK_TIMEOUT as ANALYZE_LOCK_TIMEOUT
+from lake.errors import LakeError
+from lake.utc import iso_utc
+from ticklake.commands import Command, first_line, usage_error
 from ticklake.config import Option, add_options, positive_int, utc_time
-from ticklake.record_cmd import DATA, RECORD_OPTIONS, tickers
+from ticklake.options import DATA, DATABASE, LATENESS, tickers
+from ticklake.options import LOCK_TIMEOUT as JOB_LOCK_TIMEOUT
 
 __all__ = [
     "BACKFILL_OPTIONS",
+    "COMMAND",
     "DESCRIPTION",
     "ProgressBar",
-    "add_backfill_arguments",
+    "add_arguments",
     "progress_text",
     "run",
     "summary",
 ]
+
+NAME: Final = "backfill"
 
 PROGRESS_EVERY: Final = 10.0  # seconds between plain progress lines when not on a terminal
 REDRAW_EVERY: Final = 0.1  # seconds between redraws on a terminal
@@ -50,19 +53,13 @@ WORKERS = Option(
     "backfill threads computing chunks at once (plus one writing to the database)",
 )
 LOCK_TIMEOUT = Option(  # the same setting as the job's, described for this command
-    ANALYZE_LOCK_TIMEOUT.name,
-    ANALYZE_LOCK_TIMEOUT.parse,
-    ANALYZE_LOCK_TIMEOUT.default,
+    JOB_LOCK_TIMEOUT.name,
+    JOB_LOCK_TIMEOUT.parse,
+    JOB_LOCK_TIMEOUT.default,
     "seconds to wait while another process holds the database before giving up "
     "(rows written until then are kept; rerun to finish)",
 )
-BACKFILL_OPTIONS: Final = (
-    DATA,
-    next(o for o in RECORD_OPTIONS if o.name == "lateness"),
-    DATABASE,
-    LOCK_TIMEOUT,
-    WORKERS,
-)
+BACKFILL_OPTIONS: Final = (DATA, LATENESS, DATABASE, LOCK_TIMEOUT, WORKERS)
 DESCRIPTION: Final = (
     "Recompute the features of every sealed window in [--start, --end) from the ticks "
     "stored in the lake (minute files and compacted history), exactly as the per-minute "
@@ -71,7 +68,7 @@ DESCRIPTION: Final = (
 )
 
 
-def add_backfill_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
+def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
     """``--start``, ``--end``, ``--tickers`` and ``BACKFILL_OPTIONS``."""
     parser.add_argument(
         "--start",
@@ -108,14 +105,15 @@ def run(ns: argparse.Namespace, clock: Clock | None = None, err: TextIO | None =
     try:
         result = run_backfill(ns.data, config, clock or SystemClock(), bar)
     except BackfillError as exc:
-        return _fail(err, str(exc))
+        return usage_error(NAME, exc, err)
     except DatabaseError as exc:
         bar.close()
         written = f"{bar.rows_written:,} rows written so far are kept; " if bar.rows_written else ""
-        return _fail(err, f"{_line(exc)}; {written}rerun the same command to finish")
+        message = f"{first_line(exc)}; {written}rerun the same command to finish"
+        return usage_error(NAME, message, err)
     except (LakeError, OSError) as exc:
         bar.close()
-        return _fail(err, _line(exc))
+        return usage_error(NAME, exc, err)
     bar.close()
     print(summary(result))
     return 0
@@ -182,7 +180,8 @@ def summary(r: BackfillResult) -> str:
     """The one-line result: windows, rows, ticks, seconds, ticks/s, and the range."""
     return (
         f"backfilled {_count(r.windows, 'window')} of {_count(r.tickers, 'ticker')} "
-        f"({_utc(r.start_ms)} to {_utc(r.end_ms)}): {_count(r.rows, 'row')} written in "
+        f"({iso_utc(r.start_ms, 'minutes')} to {iso_utc(r.end_ms, 'minutes')}): "
+        f"{_count(r.rows, 'row')} written in "
         f"{_count(r.transactions, 'transaction')}, {_count(r.ticks, 'tick')} in "
         f"{r.seconds:.1f} s ({r.ticks_per_second / 1e6:.2f} M ticks/s)"
     )
@@ -197,16 +196,11 @@ def _duration(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def _utc(epoch_ms: int) -> str:
-    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fail(err: TextIO, message: str) -> int:
-    print(f"ticklake backfill: {message}", file=err, flush=True)
-    return 2
+COMMAND: Final = Command(
+    name=NAME,
+    help="recompute features from stored ticks over a time range (idempotent)",
+    description=DESCRIPTION,
+    add_arguments=add_arguments,
+    run=run,
+    settings=BACKFILL_OPTIONS,
+)

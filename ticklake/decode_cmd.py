@@ -7,16 +7,25 @@ for a bad line, nothing for a skipped non-pricing envelope. A summary goes to st
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import TextIO
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final, TextIO
 
 from recorder.wire.decode import decode_batch
 from recorder.wire.render import tick_records
+from ticklake.commands import Command, usage_error
 
+__all__ = ["COMMAND", "decode_files", "decode_stream", "run"]
+
+NAME: Final = "decode"
 BATCH_LINES = 10_000
+
+
+def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
+    parser.add_argument("files", nargs="*", help="files to read ('-' or none: stdin)")
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -54,7 +63,14 @@ def decode_stream(source: TextIO, out: TextIO, first_line: int = 1) -> Counter[s
     return counts
 
 
-def run(paths: list[str]) -> int:
+def run(ns: argparse.Namespace) -> int:
+    """Decode ``ns.files`` (stdin when none); 2 when a file cannot be read."""
+    files: list[str] = ns.files
+    return decode_files(files)
+
+
+def decode_files(paths: list[str]) -> int:
+    """Decode each path (``-``: stdin) to stdout, a summary to stderr; the exit status."""
     total: Counter[str] = Counter()
     for path in paths or ["-"]:
         if path == "-":
@@ -64,8 +80,7 @@ def run(paths: list[str]) -> int:
             with open(path, encoding="utf-8", errors="surrogateescape", newline="") as source:
                 total += decode_stream(source, sys.stdout)
         except OSError as exc:
-            print(f"ticklake decode: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            return 2
+            return usage_error(NAME, f"cannot read {path}: {exc.strerror}")
     sys.stdout.flush()
     print(
         f"decoded {total['ticks']} ticks from {total['lines']} lines: "
@@ -73,3 +88,13 @@ def run(paths: list[str]) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+COMMAND: Final = Command(
+    name=NAME,
+    help="decode captured frames (v1 or v2, one per line) into JSON lines",
+    description="Decode captured frames (v1 base64 or v2 JSON, one per line) from files "
+    "or stdin into one JSON object per tick; bad lines become {'line', 'error'} objects.",
+    add_arguments=add_arguments,
+    run=run,
+)

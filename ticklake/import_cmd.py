@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from lake.clock import Clock, SystemClock
 from lake.compact import DEFAULT_HORIZON_S
@@ -31,10 +31,13 @@ from lake.importer import (
     ImportWriteError,
     import_files,
 )
+from lake.utc import MINUTE_MS, iso_utc
+from ticklake.commands import Command, report_error, usage_error
 from ticklake.config import Option, add_options, positive_int
-from ticklake.record_cmd import DATA
+from ticklake.options import DATA
 
 __all__ = [
+    "COMMAND",
     "DESCRIPTION",
     "IMPORT_OPTIONS",
     "ProgressLines",
@@ -44,6 +47,7 @@ __all__ = [
     "summary",
 ]
 
+NAME: Final = "import"
 PROGRESS_EVERY = 3.0
 IMPORT_OPTIONS = (
     DATA,
@@ -119,17 +123,19 @@ def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
         progress = ProgressLines(sys.stderr, clock)
         stats = import_files(ns.data, ns.files, int(started * 1e6), options, progress)
     except DataLockedError as exc:
-        return _fail(f"a recorder is running on {ns.data}: {exc}", 2)
+        return usage_error(NAME, f"a recorder is running on {ns.data}: {exc}")
     except ImportUsageError as exc:
-        return _fail(str(exc), 2)
+        return usage_error(NAME, exc)
     except ImportRejectedError as exc:
         _print_rejection(exc, sys.stderr)
         return 1
     except ImportWriteError as exc:
-        return _fail(str(exc), 1)
+        report_error(NAME, exc)
+        return 1
     print(summary(stats, clock.now() - started))
     if stats.first_ms is not None and stats.last_ms is not None:
-        start, end = _iso(stats.first_ms), _iso(stats.last_ms + 60_000)
+        start = iso_utc(stats.first_ms, "minutes")
+        end = iso_utc(stats.last_ms + MINUTE_MS, "minutes")
         print(f"features for these ticks: ticklake backfill --start {start} --end {end}")
     return 0
 
@@ -148,13 +154,8 @@ def summary(stats: ImportStats, seconds: float) -> str:
     )
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"ticklake import: {message}", file=sys.stderr)
-    return code
-
-
 def _print_rejection(exc: ImportRejectedError, out: TextIO) -> None:
-    print(f"ticklake import: {exc}", file=out)
+    report_error(NAME, exc, out)
     for problem in exc.problems:
         print(f"  {problem}", file=out)
     for bad in exc.bad_rows:
@@ -162,11 +163,6 @@ def _print_rejection(exc: ImportRejectedError, out: TextIO) -> None:
     more = exc.bad_row_count - len(exc.bad_rows)
     if more > 0:
         print(f"  ... and {more:,} more bad rows", file=out)
-
-
-def _iso(epoch_ms: int) -> str:
-    moment = dt.datetime.fromtimestamp(epoch_ms // 60_000 * 60, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%MZ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,6 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     return run(ns)
+
+
+COMMAND: Final = Command(
+    name=NAME,
+    help="load ticks from Parquet or CSV files into the lake (all rows checked first)",
+    description=DESCRIPTION,
+    add_arguments=add_arguments,
+    run=run,
+    settings=IMPORT_OPTIONS,
+)
 
 
 if __name__ == "__main__":

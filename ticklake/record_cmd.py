@@ -1,43 +1,40 @@
-"""``ticklake record`` and ``ticklake replay``: options, wiring, signals."""
+"""``ticklake record``: the recorder's settings, and the recorder (with the per-minute job
+unless ``--analytics false``) running until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import sys
-import time
-from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
-from lake.symbols import SymbolError, parse_symbols
+from analytics.scheduler import start_scheduler
+from lake.datadir import DataLockedError
 from recorder.feed import DEFAULT_URL, FeedConfig, FeedError
-from recorder.journal import FsyncPolicy, JournalError, JournalLockedError
+from recorder.journal import FsyncPolicy, JournalError
 from recorder.recorder import Recorder, RecorderConfig
-from recorder.replay import replay
-from ticklake.config import (
-    Option,
-    boolean,
-    non_negative_float,
-    positive_float,
-    positive_int,
+from ticklake.commands import Command, error_text, usage_error
+from ticklake.config import Option, add_options, boolean, positive_float, positive_int
+from ticklake.options import (
+    ANALYTICS_OPTIONS,
+    DATA,
+    JOURNAL_RETENTION_DAYS,
+    LATENESS,
+    RECOMPUTE_HORIZON,
+    job_config,
+    tickers,
 )
+from ticklake.signals import run_until_signal
 
-log = logging.getLogger(__name__)
+__all__ = ["ANALYTICS", "COMMAND", "RECORD_OPTIONS", "recorder_config", "run"]
 
-
-def tickers(text: str) -> tuple[str, ...]:
-    try:
-        return tuple(parse_symbols(text))
-    except SymbolError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-DATA = Option("data", Path, Path("data"), "data directory: journal, lake, state, DuckDB file")
-RECORD_OPTIONS = (
-    Option("tickers", tickers, (), "symbols to record, comma separated (e.g. AMZN,^GSPC,BTC-USD)"),
+NAME: Final = "record"
+RECORD_OPTIONS: Final = (
+    Option(
+        "tickers",
+        tickers,
+        (),
+        "symbols to record, comma separated (e.g. AMZN,^GSPC,BTC-USD)",
+    ),
     Option("url", str, DEFAULT_URL, "streamer URL (the simulator's for offline use)"),
     Option(
         "fsync",
@@ -47,28 +44,51 @@ RECORD_OPTIONS = (
         choices=("group", "always", "os"),
     ),
     Option("group_commit_ms", positive_int, 200, "journal group-commit interval, ms"),
-    Option("flush_interval", positive_float, 5.0, "seconds between flushes of the open minute"),
-    Option("lateness", non_negative_float, 10.0, "seconds after a minute's end before it seals"),
     Option(
-        "recompute_horizon", positive_float, 86400.0, "seconds late windows are kept for recompute"
+        "flush_interval",
+        positive_float,
+        5.0,
+        "seconds between flushes of the open minute",
     ),
-    Option("journal_retention_days", positive_float, 30.0, "days of journal segments to keep"),
+    LATENESS,
+    RECOMPUTE_HORIZON,
+    JOURNAL_RETENTION_DAYS,
     Option("compress_journal", boolean, True, "zstd-compress rotated journal segments"),
-    Option("max_backlog", positive_int, 500_000, "frames held in memory before reading back"),
+    Option(
+        "max_backlog",
+        positive_int,
+        500_000,
+        "frames held in memory before reading back",
+    ),
     Option("symbols_per_connection", positive_int, 100, "symbols per WebSocket connection"),
-    Option("resubscribe_every", positive_float, 15.0, "seconds between re-sent subscriptions"),
-    Option("stale_after", positive_float, 60.0, "seconds of silence (open market) -> reconnect"),
+    Option(
+        "resubscribe_every",
+        positive_float,
+        15.0,
+        "seconds between re-sent subscriptions",
+    ),
+    Option(
+        "stale_after",
+        positive_float,
+        60.0,
+        "seconds of silence (open market) -> reconnect",
+    ),
 )
-
-
-ANALYTICS = Option(
+"""The recorder's settings (``DATA`` aside), in ``--help`` order."""
+ANALYTICS: Final = Option(
     "analytics", boolean, True, "run the per-minute features job inside the recorder"
 )
+SETTINGS: Final = (DATA, *RECORD_OPTIONS, ANALYTICS, *ANALYTICS_OPTIONS)
+
+
+def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
+    add_options(parser, SETTINGS, file_values)
 
 
 def recorder_config(ns: argparse.Namespace) -> RecorderConfig:
+    """The recorder's settings from parsed options; exits (status 1) without tickers."""
     if not ns.tickers:
-        raise SystemExit("ticklake record: no tickers: pass --tickers AMZN,MSFT (or set them)")
+        raise SystemExit(error_text(NAME, "no tickers: pass --tickers AMZN,MSFT (or set them)"))
     feed = FeedConfig(
         url=ns.url,
         symbols_per_connection=ns.symbols_per_connection,
@@ -90,44 +110,15 @@ def recorder_config(ns: argparse.Namespace) -> RecorderConfig:
     )
 
 
-def run_until_signal(
-    main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
-) -> None:
-    """Run ``main()``; SIGINT/SIGTERM call ``stop()`` once, a second signal exits at once."""
-
-    async def runner() -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-
-        def on_signal() -> None:
-            nonlocal stopping
-            if stopping:
-                log.warning("event=second_signal action=exit_now")
-                sys.exit(1)
-            stopping = True
-            log.info("event=signal action=stop")
-            stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        await main()
-
-    asyncio.run(runner())
-
-
-def record(ns: argparse.Namespace) -> int:
+def run(ns: argparse.Namespace) -> int:
+    """Record until SIGINT/SIGTERM; 2 when the recorder cannot start."""
     try:
         config = recorder_config(ns)
         recorder = Recorder(config)
-    except FeedError as exc:
-        print(f"ticklake record: {exc}", file=sys.stderr)
-        return 2
-    except JournalLockedError as exc:
-        print(f"ticklake record: {exc}", file=sys.stderr)
-        return 2
+    except (FeedError, DataLockedError) as exc:  # locked: another recorder is running
+        return usage_error(NAME, exc)
     except (JournalError, OSError) as exc:
-        print(f"ticklake record: cannot open {ns.data}: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(NAME, f"cannot open {ns.data}: {exc}")
     run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
     return 0
 
@@ -137,9 +128,6 @@ async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> 
     if not ns.analytics:
         await recorder.run()
         return
-    from analytics.scheduler import start_scheduler
-    from ticklake.analyze_cmd import job_config
-
     scheduler = start_scheduler(recorder.config.data, job_config(ns), recorder.clock)
     try:
         await recorder.run()
@@ -147,20 +135,12 @@ async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> 
         await scheduler.stop()
 
 
-def replay_cmd(ns: argparse.Namespace) -> int:
-    start = None if ns.start is None else int(ns.start * 1e6)
-    end = None if ns.end is None else int(ns.end * 1e6)
-    try:
-        stats = replay(ns.data, int(time.time() * 1000), start, end, ns.into)
-    except JournalLockedError as exc:
-        print(f"ticklake replay: {exc}", file=sys.stderr)
-        return 2
-    except (JournalError, OSError) as exc:
-        print(f"ticklake replay: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"replayed {stats.frames} frames into {ns.into or ns.data}: "
-        f"{stats.ticks_added} ticks added, {stats.duplicates} already there, "
-        f"{stats.bad_frames + stats.bad_symbols} quarantined"
-    )
-    return 0
+COMMAND: Final = Command(
+    name=NAME,
+    help="record the live stream into the journal and the Parquet lake",
+    description="Connect to Yahoo's streamer (or --url), journal every frame, keep the "
+    "Parquet lake current and publish the seal watermark. SIGINT/SIGTERM stop it cleanly.",
+    add_arguments=add_arguments,
+    run=run,
+    settings=SETTINGS,
+)

@@ -40,6 +40,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from lake.pricing_pb2 import PricingData
+from lake.utc import DAY_S
 
 __all__ = ["AssetClass", "asset_class", "is_open", "market_hours", "session_id"]
 
@@ -172,6 +173,6 @@ def session_id(symbol_or_class: str | AssetClass, t: float) -> int:
     """
     cls = _class_of(symbol_or_class)
     if cls is AssetClass.CRYPTOCURRENCY:
-        return math.floor(t / 86400)
+        return math.floor(t / DAY_S)
     local = _new_york(t) + _SESSION_SHIFT[cls]  # wall-clock arithmetic on an aware datetime
     return local.date().toordinal() - _EPOCH_ORDINAL

@@ -19,22 +19,15 @@ from lake.clock import ManualClock
 from lake.compact import compact_eligible
 from lake.index import LakeIndex, minute_path
 from lake.layout import minute_file
-from tests.analytics.synthetic import (
-    FEATURE_COLUMNS,
-    MIN,
-    T0,
-    Feed,
-    columns_of,
-    db_features,
-    reference_features,
-    seal,
-    sessions,
-    write_lake,
-)
+from lake.utc import MINUTE_MS
+from tests.kit.features import FEATURE_COLUMNS, columns_of, db_features, lake_features
+from tests.kit.lake import seal, sessions, write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
 
 TICKERS = ("AMZN", "MSFT", "EURUSD=X", "BTC-USD")
 MINUTES = 30
-LATE_WINDOW = T0 + 5 * MIN
+LATE_WINDOW = T0 + 5 * MINUTE_MS
 ROW_COLUMNS = [*FEATURE_COLUMNS, "late", "gap"]  # every column but computed_at
 
 
@@ -47,9 +40,9 @@ def build(data: Path) -> None:
         for k in range(MINUTES):
             if (k * 7 + len(ticker)) % 9 == 0:
                 continue  # a silent minute
-            tables.append(feed.ticks(ticker, T0 + k * MIN, 1, 6, volume=ticker != "EURUSD=X"))
+            tables.append(feed.ticks(ticker, T0 + k * MINUTE_MS, 1, 6, volume=ticker != "EURUSD=X"))
     write_lake(data, tables)
-    gap_start, gap_end = (T0 + 12 * MIN) / 1000 + 20, (T0 + 14 * MIN) / 1000 + 30
+    gap_start, gap_end = (T0 + 12 * MINUTE_MS) / 1000 + 20, (T0 + 14 * MINUTE_MS) / 1000 + 30
     sessions(data, [(1, TICKERS, T0 / 1000 - 3600, gap_start), (2, TICKERS, gap_end, None)])
 
 
@@ -65,8 +58,8 @@ def run_live(data: Path) -> ManualClock:
             tick = tick.set_column(tick.schema.get_field_index("seq"), "seq", pa.array([10**9]))
             write_lake(data, [tick])
             late = [("AMZN", LATE_WINDOW)]
-        seal(data, T0 + k * MIN, late=late)
-        clock.set((T0 + k * MIN) / 1000 + 12)
+        seal(data, T0 + k * MINUTE_MS, late=late)
+        clock.set((T0 + k * MINUTE_MS) / 1000 + 12)
         result = job.run_once()
         assert result.done, result.reason
     return clock
@@ -82,7 +75,12 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table, Manu
 
 
 def run(
-    data: Path, db: Path, clock: ManualClock, start: int = T0, end: int = T0 + MINUTES * MIN, **kw
+    data: Path,
+    db: Path,
+    clock: ManualClock,
+    start: int = T0,
+    end: int = T0 + MINUTES * MINUTE_MS,
+    **kw,
 ) -> Any:
     config = BackfillConfig(start_ms=start, end_ms=end, database=db, **kw)
     return backfill(data, config, clock)
@@ -101,7 +99,7 @@ def test_backfill_gives_the_rows_the_live_job_wrote(lake, tmp_path) -> None:
     late = zip(flags["ticker"], flags["window_start"], flags["late"], strict=True)
     assert [(t, s) for t, s, is_late in late if is_late] == [("AMZN", LATE_WINDOW)]
     assert any(flags["gap"]) and not all(flags["gap"])  # the gap flagged some windows only
-    expected = reference_features(data, T0 + MINUTES * MIN)  # all ticks at once
+    expected = lake_features(data, T0 + MINUTES * MINUTE_MS)  # all ticks at once
     assert columns_of(live) == columns_of(expected)
 
 
@@ -144,11 +142,15 @@ def test_two_workers_give_the_same_rows(lake, tmp_path, pool) -> None:
 
 def test_a_range_starting_mid_session_looks_back_for_volume(lake, tmp_path) -> None:
     data, live, clock = lake
-    start = T0 + 17 * MIN + 25_000  # inside a minute: that window is included
-    result = run(data, tmp_path / "b.duckdb", clock, start=start, end=T0 + 24 * MIN)
+    start = T0 + 17 * MINUTE_MS + 25_000  # inside a minute: that window is included
+    result = run(data, tmp_path / "b.duckdb", clock, start=start, end=T0 + 24 * MINUTE_MS)
     ours = rows(tmp_path / "b.duckdb")
     theirs = columns_of(live, ROW_COLUMNS)
-    keep = [i for i, s in enumerate(theirs["window_start"]) if T0 + 17 * MIN <= s < T0 + 24 * MIN]
+    keep = [
+        i
+        for i, s in enumerate(theirs["window_start"])
+        if T0 + 17 * MINUTE_MS <= s < T0 + 24 * MINUTE_MS
+    ]
     assert ours == {k: [v[i] for i in keep] for k, v in theirs.items()}
     assert result.lookback_rows == 3  # AMZN, MSFT, BTC-USD; none for FX (no volume)
     volumes = [v for v, t in zip(ours["volume"], ours["ticker"], strict=True) if t == "AMZN"]
@@ -157,12 +159,12 @@ def test_a_range_starting_mid_session_looks_back_for_volume(lake, tmp_path) -> N
 
 def test_only_sealed_windows_and_progress(lake, tmp_path) -> None:
     data, _, _ = lake
-    clock = ManualClock((T0 + 20 * MIN) / 1000 + 5)  # 5 s after 14:20: 14:19 is not sealed
+    clock = ManualClock((T0 + 20 * MINUTE_MS) / 1000 + 5)  # 5 s after 14:20: 14:19 is not sealed
     seen: list[BackfillProgress] = []
-    config = BackfillConfig(T0, T0 + MINUTES * MIN, database=tmp_path / "b.duckdb")
+    config = BackfillConfig(T0, T0 + MINUTES * MINUTE_MS, database=tmp_path / "b.duckdb")
     result = backfill(data, config, clock, seen.append)
-    assert result.end_ms == T0 + 19 * MIN
-    assert max(rows(tmp_path / "b.duckdb")["window_start"]) == T0 + 18 * MIN
+    assert result.end_ms == T0 + 19 * MINUTE_MS
+    assert max(rows(tmp_path / "b.duckdb")["window_start"]) == T0 + 18 * MINUTE_MS
     assert [p.chunks_done for p in seen] == [1] and seen[-1].windows == result.windows
     assert seen[-1].windows_total == result.windows and seen[-1].ticks == result.ticks > 0
 
@@ -170,7 +172,7 @@ def test_only_sealed_windows_and_progress(lake, tmp_path) -> None:
 def test_requests_it_cannot_serve(lake, tmp_path) -> None:
     data, _, clock = lake
     with pytest.raises(BackfillError, match="is not before end"):
-        run(data, tmp_path / "b.duckdb", clock, start=T0 + MIN, end=T0 + MIN)
+        run(data, tmp_path / "b.duckdb", clock, start=T0 + MINUTE_MS, end=T0 + MINUTE_MS)
     with pytest.raises(BackfillError, match=r"no data for ticker\(s\) NVDA in"):
         run(data, tmp_path / "b.duckdb", clock, tickers=("AMZN", "NVDA"))
     with pytest.raises(BackfillError, match="no data directory"):
@@ -185,7 +187,7 @@ def test_compacted_history_reads_like_minute_files(tmp_path) -> None:
     """Across UTC midnight (mid-session for equities): the first day compacted into the
     history tier; the lookback of the second day reads its day file."""
     midnight = int(dt.datetime(2024, 4, 17, tzinfo=dt.UTC).timestamp()) * 1000
-    feed, minutes = Feed(12), range(midnight - 20 * MIN, midnight + 20 * MIN, MIN)
+    feed, minutes = Feed(12), range(midnight - 20 * MINUTE_MS, midnight + 20 * MINUTE_MS, MINUTE_MS)
     ticks = [feed.ticks(t, m, 1, 4) for t in ("AMZN", "BTC-USD") for m in minutes]
     plain = tmp_path / "plain"
     write_lake(plain, ticks)
@@ -195,21 +197,23 @@ def test_compacted_history_reads_like_minute_files(tmp_path) -> None:
     assert done.days_compacted == 2 and not done.failed
     index = LakeIndex(compacted)
     assert index.day_file("AMZN", midnight // 86_400_000 - 1) is not None
-    listed = index.minutes("AMZN", midnight - 3 * MIN, midnight)
-    assert listed == [midnight - k * MIN for k in (3, 2, 1)]
+    listed = index.minutes("AMZN", midnight - 3 * MINUTE_MS, midnight)
+    assert listed == [midnight - k * MINUTE_MS for k in (3, 2, 1)]
     clock = ManualClock(midnight / 1000 + 3600)
-    for lo in (midnight - 20 * MIN, midnight - 7 * MIN + 1, midnight):
-        a = run(plain, tmp_path / f"a{lo}.duckdb", clock, start=lo, end=midnight + 20 * MIN)
-        b = run(compacted, tmp_path / f"b{lo}.duckdb", clock, start=lo, end=midnight + 20 * MIN)
+    for lo in (midnight - 20 * MINUTE_MS, midnight - 7 * MINUTE_MS + 1, midnight):
+        a = run(plain, tmp_path / f"a{lo}.duckdb", clock, start=lo, end=midnight + 20 * MINUTE_MS)
+        b = run(
+            compacted, tmp_path / f"b{lo}.duckdb", clock, start=lo, end=midnight + 20 * MINUTE_MS
+        )
         assert rows(tmp_path / f"a{lo}.duckdb") == rows(tmp_path / f"b{lo}.duckdb")
         assert a.ticks == b.ticks and a.lookback_rows == b.lookback_rows
-    everything = columns_of(reference_features(plain, midnight + 20 * MIN))
-    assert columns_of(db_features(tmp_path / f"b{midnight - 20 * MIN}.duckdb")) == everything
+    everything = columns_of(lake_features(plain, midnight + 20 * MINUTE_MS))
+    assert columns_of(db_features(tmp_path / f"b{midnight - 20 * MINUTE_MS}.duckdb")) == everything
 
 
 def test_minute_paths_are_the_layouts() -> None:
     for ticker in ("AMZN", "EURUSD=X", "^GSPC", "BRK-B", "ES=F"):
-        for minute in (0, T0, T0 + 599 * MIN, 4_102_444_740_000):
+        for minute in (0, T0, T0 + 599 * MINUTE_MS, 4_102_444_740_000):
             assert minute_path(Path("lake"), ticker, minute) == minute_file(
                 Path("lake"), ticker, minute
             )

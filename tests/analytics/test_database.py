@@ -19,6 +19,7 @@ from analytics.database import (
     DatabaseError,
     DatabaseLockedError,
     DatabaseMissingError,
+    Pause,
     SchemaVersionError,
     database_path,
     dedupe_keys,
@@ -29,7 +30,11 @@ from analytics.database import (
 )
 from analytics.features import FEATURE_SCHEMA
 from lake.clock import ManualClock, SystemClock
-from tests.analytics.synthetic import MIN, T0, Feed, hold_database, write_lake
+from lake.utc import MINUTE_MS
+from tests.kit.features import hold_database
+from tests.kit.lake import write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
 
 DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -49,7 +54,7 @@ def rows(keys: list[tuple[str, int]], close: float = 100.0, late: bool = False) 
     data |= {
         "ticker": pa.array([t for t, _ in keys]),
         "window_start": pa.array(starts, pa.int64()).cast(ts),
-        "window_end": pa.array([s + MIN for s in starts], pa.int64()).cast(ts),
+        "window_end": pa.array([s + MINUTE_MS for s in starts], pa.int64()).cast(ts),
         "first_time": pa.array(starts, pa.int64()).cast(ts),
         "last_time": pa.array(starts, pa.int64()).cast(ts),
         "tick_count": pa.array([1] * n, pa.int64()),
@@ -104,7 +109,7 @@ def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path, caplo
     con = duckdb.connect(str(path))
     con.execute((SQL_DIR / MIGRATIONS[0].sql_file).read_text(encoding="utf-8"))
     con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    keys = [("MSFT", T0 + MIN), ("AMZN", T0), ("AMZN", T0 + MIN)]
+    keys = [("MSFT", T0 + MINUTE_MS), ("AMZN", T0), ("AMZN", T0 + MINUTE_MS)]
     con.register("old", rows(keys, close=7.0))
     con.execute("INSERT INTO features SELECT * FROM old")
     con.close()
@@ -121,9 +126,9 @@ def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path, caplo
         con.close()
     assert stored(path) == [
         ("AMZN", T0, 8.0, False),
-        ("AMZN", T0 + MIN, 7.0, False),
+        ("AMZN", T0 + MINUTE_MS, 7.0, False),
         ("IBM", T0, 8.0, False),
-        ("MSFT", T0 + MIN, 7.0, False),
+        ("MSFT", T0 + MINUTE_MS, 7.0, False),
     ]
 
 
@@ -165,13 +170,18 @@ def test_upsert_replaces_rows_in_one_transaction(tmp_path: Path) -> None:
     path = database_path(tmp_path)
     con = open_db(path)
     try:
-        assert upsert_features(con, rows([("AMZN", T0), ("AMZN", T0 + MIN)])) == 2
-        assert upsert_features(con, rows([("AMZN", T0 + MIN)], close=101.5, late=True)) == 1
+        assert upsert_features(con, rows([("AMZN", T0), ("AMZN", T0 + MINUTE_MS)])) == 2
+        assert upsert_features(con, rows([("AMZN", T0 + MINUTE_MS)], close=101.5, late=True)) == 1
         # stored and new keys in one batch: the stored one at the low end of its time range,
-        mixed = rows([("AMZN", T0 + 2 * MIN), ("AMZN", T0), ("MSFT", T0 + MIN)], close=99.0)
+        mixed = rows(
+            [("AMZN", T0 + 2 * MINUTE_MS), ("AMZN", T0), ("MSFT", T0 + MINUTE_MS)], close=99.0
+        )
         assert upsert_features(con, mixed) == 3
         # then at the high end
-        assert upsert_features(con, rows([("MSFT", T0 - MIN), ("AMZN", T0 + 2 * MIN)])) == 2
+        assert (
+            upsert_features(con, rows([("MSFT", T0 - MINUTE_MS), ("AMZN", T0 + 2 * MINUTE_MS)]))
+            == 2
+        )
         broken = rows([("MSFT", T0), ("AMZN", T0)], close=7.0)
         broken = broken.set_column(
             broken.schema.get_field_index("open"), "open", pa.array([1.0, None], pa.float32())
@@ -182,10 +192,10 @@ def test_upsert_replaces_rows_in_one_transaction(tmp_path: Path) -> None:
         con.close()
     assert stored(path) == [
         ("AMZN", T0, 99.0, False),
-        ("AMZN", T0 + MIN, 101.5, True),
-        ("AMZN", T0 + 2 * MIN, 100.0, False),
-        ("MSFT", T0 - MIN, 100.0, False),
-        ("MSFT", T0 + MIN, 99.0, False),
+        ("AMZN", T0 + MINUTE_MS, 101.5, True),
+        ("AMZN", T0 + 2 * MINUTE_MS, 100.0, False),
+        ("MSFT", T0 - MINUTE_MS, 100.0, False),
+        ("MSFT", T0 + MINUTE_MS, 99.0, False),
     ]
 
 
@@ -239,7 +249,7 @@ def test_a_reader_waits_for_the_writer_then_gives_up_after_its_timeout(tmp_path:
             clock.advance(seconds)
 
         with pytest.raises(DatabaseLockedError, match=f"held by process {writer.pid}/"):
-            open_db(path, read_only=True, clock=clock, timeout=5.0, sleep=sleep)
+            open_db(path, read_only=True, clock=clock, timeout=5.0, pause=Pause(sleep=sleep))
     finally:
         writer.terminate()
         writer.wait()

@@ -20,22 +20,13 @@ from analytics.job import AnalyticsJob, JobConfig, run_once
 from analytics.plan import AnalyticsState, load_state, save_state
 from lake.clock import ManualClock, SystemClock
 from lake.datadir import ANALYTICS_LOCK_FILE
-from tests.analytics.synthetic import (
-    MIN,
-    T0,
-    Feed,
-    all_sessions,
-    columns_of,
-    db_features,
-    hold_database,
-    reference_features,
-    seal,
-    sessions,
-    write_lake,
-)
+from lake.utc import MINUTE_MS
+from tests.kit.features import columns_of, db_features, hold_database, lake_features
+from tests.kit.lake import all_sessions, seal, sessions, write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
 
 TICKERS = ("AMZN", "MSFT", "EURUSD=X", "BTC-USD")
-HOUR = 60 * MIN
 
 
 def build(data: Path, minutes: int, seed: int = 2) -> set[tuple[str, int]]:
@@ -47,7 +38,7 @@ def build(data: Path, minutes: int, seed: int = 2) -> set[tuple[str, int]]:
         for k in range(minutes):
             if rng.random() < 0.15:
                 continue
-            minute = T0 + k * MIN
+            minute = T0 + k * MINUTE_MS
             count = int(rng.integers(1, 6))
             tables.append(feed.ticks(ticker, minute, 1, count, volume=ticker != "EURUSD=X"))
             have.add((ticker, minute))
@@ -88,15 +79,15 @@ def by_key(table: pa.Table) -> dict[tuple[str, int], dict[str, Any]]:
 
 def test_catch_up_after_downtime_computes_every_window_exactly_once(lake, tmp_path) -> None:
     data = copy(lake, tmp_path)
-    seal(data, T0 + 10 * MIN)
-    first = run_once(data, clock_at(T0 + 10 * MIN), config())
-    assert first.done and first.rows == len([k for k in lake[1] if k[1] < T0 + 10 * MIN])
+    seal(data, T0 + 10 * MINUTE_MS)
+    first = run_once(data, clock_at(T0 + 10 * MINUTE_MS), config())
+    assert first.done and first.rows == len([k for k in lake[1] if k[1] < T0 + 10 * MINUTE_MS])
 
-    end = T0 + 75 * MIN  # the job was down while the recorder sealed another 65 minutes
+    end = T0 + 75 * MINUTE_MS  # the job was down while the recorder sealed another 65 minutes
     seal(data, end)
     clock = clock_at(end)
     second = run_once(data, clock, config())
-    new = {k for k in lake[1] if k[1] >= T0 + 10 * MIN}
+    new = {k for k in lake[1] if k[1] >= T0 + 10 * MINUTE_MS}
     assert second.done and second.steps == 4  # 65 minutes in chunks of 20
     assert second.windows == second.rows == len(new)  # no window requested twice
     table = db_features(database_path(data))
@@ -106,20 +97,20 @@ def test_catch_up_after_downtime_computes_every_window_exactly_once(lake, tmp_pa
         pa.scalar(int(clock.now() * 1e6), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
     )
     assert set(keys(table.filter(recomputed))) == new  # the first run's rows stay as they were
-    assert columns_of(table) == columns_of(reference_features(data, end))
+    assert columns_of(table) == columns_of(lake_features(data, end))
     assert load_state(data) == AnalyticsState(end, 0)
 
 
 @pytest.mark.slow
 def test_minute_by_minute_runs_equal_one_backfill_like_run(lake, tmp_path) -> None:
     live, batch = copy(lake, tmp_path / "live"), copy(lake, tmp_path / "batch")
-    end = T0 + 15 * MIN
-    seal(live, T0 + MIN)
-    clock = clock_at(T0 + MIN)
+    end = T0 + 15 * MINUTE_MS
+    seal(live, T0 + MINUTE_MS)
+    clock = clock_at(T0 + MINUTE_MS)
     job = AnalyticsJob(live, config(), clock)  # one instance, as the scheduler keeps it
     job.run_once()
     for k in range(2, 16):
-        seal(live, T0 + k * MIN)
+        seal(live, T0 + k * MINUTE_MS)
         clock.advance(60)
         result = job.run_once()
         assert result.done and result.steps == 1
@@ -127,19 +118,19 @@ def test_minute_by_minute_runs_equal_one_backfill_like_run(lake, tmp_path) -> No
     assert run_once(batch, clock_at(end), config()).done
     ours, theirs = db_features(database_path(live)), db_features(database_path(batch))
     assert ours.num_rows > 40
-    assert columns_of(ours) == columns_of(theirs) == columns_of(reference_features(live, end))
+    assert columns_of(ours) == columns_of(theirs) == columns_of(lake_features(live, end))
     assert ours["late"].to_pylist() == theirs["late"].to_pylist()
     assert ours["gap"].to_pylist() == theirs["gap"].to_pylist()
 
 
 def test_a_late_tick_recomputes_exactly_its_window(lake, tmp_path) -> None:
     data = copy(lake, tmp_path)
-    end = T0 + 30 * MIN
+    end = T0 + 30 * MINUTE_MS
     seal(data, end)
     clock = clock_at(end)
     run_once(data, clock, config())
     before = db_features(database_path(data))
-    window = T0 + 5 * MIN
+    window = T0 + 5 * MINUTE_MS
     late = Feed(99).ticks("AMZN", window, 1, 1, delay_s=300.0)  # received 5 min after
     late = late.set_column(late.schema.get_field_index("seq"), "seq", pa.array([10**9]))
     write_lake(data, [late])
@@ -155,7 +146,7 @@ def test_a_late_tick_recomputes_exactly_its_window(lake, tmp_path) -> None:
     assert new["AMZN", window]["late"] and new["AMZN", window]["tick_count"] == (
         old["AMZN", window]["tick_count"] + 1 if ("AMZN", window) in old else 1
     )
-    assert columns_of(after) == columns_of(reference_features(data, end))
+    assert columns_of(after) == columns_of(lake_features(data, end))
     assert load_state(data) == AnalyticsState(end, 1)
     again = run_once(data, clock, config())
     assert again.done and again.windows == 0  # the late entry was handled
@@ -163,7 +154,7 @@ def test_a_late_tick_recomputes_exactly_its_window(lake, tmp_path) -> None:
 
 def test_a_crash_in_the_second_chunk_is_finished_by_the_rerun(lake, tmp_path, monkeypatch) -> None:
     data, reference = copy(lake, tmp_path / "a"), copy(lake, tmp_path / "b")
-    end = T0 + 75 * MIN
+    end = T0 + 75 * MINUTE_MS
     for d in (data, reference):
         seal(d, end)
     assert run_once(reference, clock_at(end), config()).done
@@ -180,7 +171,7 @@ def test_a_crash_in_the_second_chunk_is_finished_by_the_rerun(lake, tmp_path, mo
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_once(data, clock_at(end), config())
     state = load_state(data)
-    assert state is not None and T0 < state.done_watermark_ms <= T0 + 20 * MIN  # 1st chunk
+    assert state is not None and T0 < state.done_watermark_ms <= T0 + 20 * MINUTE_MS  # 1st chunk
     monkeypatch.setattr("analytics.job.upsert_features", real)
     assert run_once(data, clock_at(end), config()).done
     ours, theirs = db_features(database_path(data)), db_features(database_path(reference))
@@ -189,7 +180,7 @@ def test_a_crash_in_the_second_chunk_is_finished_by_the_rerun(lake, tmp_path, mo
 
 def test_a_crash_between_commit_and_state_save_only_recomputes(lake, tmp_path, monkeypatch) -> None:
     data = copy(lake, tmp_path)
-    end = T0 + 40 * MIN
+    end = T0 + 40 * MINUTE_MS
     seal(data, end)
     real = save_state
     saves = []
@@ -207,33 +198,35 @@ def test_a_crash_between_commit_and_state_save_only_recomputes(lake, tmp_path, m
     assert run_once(data, clock_at(end), config()).done
     table = db_features(database_path(data))
     assert len(set(keys(table))) == table.num_rows  # recomputed, not doubled
-    assert columns_of(table) == columns_of(reference_features(data, end))
+    assert columns_of(table) == columns_of(lake_features(data, end))
 
 
 @pytest.mark.slow
 def test_a_reader_holding_the_database_delays_but_loses_nothing(lake, tmp_path, caplog) -> None:
     data = copy(lake, tmp_path)
-    seal(data, T0 + 5 * MIN)
-    assert run_once(data, clock_at(T0 + 5 * MIN), config()).done
-    seal(data, T0 + 20 * MIN)
+    seal(data, T0 + 5 * MINUTE_MS)
+    assert run_once(data, clock_at(T0 + 5 * MINUTE_MS), config()).done
+    seal(data, T0 + 20 * MINUTE_MS)
     reader = hold_database(database_path(data), 1.5)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="analytics.database"):
-        result = run_once(data, clock_at(T0 + 20 * MIN), config())  # a ManualClock: no timeout
+        result = run_once(
+            data, clock_at(T0 + 20 * MINUTE_MS), config()
+        )  # a ManualClock: no timeout
     waited = time.monotonic() - started
     reader.wait()
     assert result.done and waited > 1.0
     assert f"event=db_locked path={database_path(data)} holder={reader.pid}/python" in caplog.text
     assert set(keys(db_features(database_path(data)))) == {
-        k for k in lake[1] if k[1] < T0 + 20 * MIN
+        k for k in lake[1] if k[1] < T0 + 20 * MINUTE_MS
     }
 
 
 def test_after_its_timeout_the_writer_leaves_the_work_to_the_next_run(lake, tmp_path) -> None:
     data = copy(lake, tmp_path)
-    seal(data, T0 + 5 * MIN)
+    seal(data, T0 + 5 * MINUTE_MS)
     assert run_once(data, SystemClock(), config()).done
-    seal(data, T0 + 20 * MIN)
+    seal(data, T0 + 20 * MINUTE_MS)
     reader = hold_database(database_path(data), 30)
     try:
         result = run_once(data, SystemClock(), config(lock_timeout=0.3))
@@ -241,27 +234,27 @@ def test_after_its_timeout_the_writer_leaves_the_work_to_the_next_run(lake, tmp_
         reader.terminate()
         reader.wait()
     assert not result.done and result.reason == "db_locked"
-    assert load_state(data) == AnalyticsState(T0 + 5 * MIN, 0)  # nothing claimed
+    assert load_state(data) == AnalyticsState(T0 + 5 * MINUTE_MS, 0)  # nothing claimed
     assert run_once(data, SystemClock(), config()).done
     assert set(keys(db_features(database_path(data)))) == {
-        k for k in lake[1] if k[1] < T0 + 20 * MIN
+        k for k in lake[1] if k[1] < T0 + 20 * MINUTE_MS
     }
 
 
 def test_a_second_concurrent_run_is_busy(tmp_path: Path) -> None:
-    seal(tmp_path, T0 + MIN)
+    seal(tmp_path, T0 + MINUTE_MS)
     (tmp_path / ANALYTICS_LOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
     with (tmp_path / ANALYTICS_LOCK_FILE).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        result = run_once(tmp_path, clock_at(T0 + MIN), config())
+        result = run_once(tmp_path, clock_at(T0 + MINUTE_MS), config())
     assert not result.done and result.reason == "busy" and load_state(tmp_path) is None
 
 
 def test_flags_come_from_receive_times_and_the_session_log(tmp_path: Path) -> None:
     feed = Feed(4)
-    late_minute, tables = T0 + 3 * MIN, []
+    late_minute, tables = T0 + 3 * MINUTE_MS, []
     for k in range(10):
-        minute = T0 + k * MIN
+        minute = T0 + k * MINUTE_MS
         delay = 75.0 if minute == late_minute else 2.0  # after end + 10 s for every tick
         tables += [feed.ticks(s, minute, 1, 3, delay_s=delay) for s in ("AMZN", "IBM")]
     write_lake(tmp_path, tables)
@@ -270,8 +263,8 @@ def test_flags_come_from_receive_times_and_the_session_log(tmp_path: Path) -> No
         tmp_path,
         [(1, ["AMZN"], T0 / 1000 - 60, T0 / 1000 + 330), (2, ["AMZN"], T0 / 1000 + 480, None)],
     )
-    seal(tmp_path, T0 + 10 * MIN)  # no late entry: the flag is derived from received_at
-    assert run_once(tmp_path, clock_at(T0 + 10 * MIN), config()).done
+    seal(tmp_path, T0 + 10 * MINUTE_MS)  # no late entry: the flag is derived from received_at
+    assert run_once(tmp_path, clock_at(T0 + 10 * MINUTE_MS), config()).done
     table = db_features(database_path(tmp_path))
     amzn = table.filter(pc.equal(table["ticker"], "AMZN"))
     assert amzn["gap"].to_pylist() == [False] * 5 + [True, True, True, False, False]
@@ -282,10 +275,12 @@ def test_flags_come_from_receive_times_and_the_session_log(tmp_path: Path) -> No
 
 
 def test_first_run_on_an_empty_lake_creates_the_database(tmp_path: Path) -> None:
-    seal(tmp_path, T0 + MIN)
-    result = run_once(tmp_path, clock_at(T0 + MIN), config())
+    seal(tmp_path, T0 + MINUTE_MS)
+    result = run_once(tmp_path, clock_at(T0 + MINUTE_MS), config())
     assert result.done and result.rows == 0
-    assert database_path(tmp_path).exists() and load_state(tmp_path) == AnalyticsState(T0 + MIN, 0)
+    assert database_path(tmp_path).exists() and load_state(tmp_path) == AnalyticsState(
+        T0 + MINUTE_MS, 0
+    )
 
 
 def test_nothing_happens_before_the_recorder_seals(tmp_path: Path) -> None:
@@ -295,8 +290,8 @@ def test_nothing_happens_before_the_recorder_seals(tmp_path: Path) -> None:
 
 def test_a_stop_request_ends_the_run_between_steps(lake, tmp_path) -> None:
     data = copy(lake, tmp_path)
-    seal(data, T0 + 30 * MIN)
-    job = AnalyticsJob(data, config(), clock_at(T0 + 30 * MIN))
+    seal(data, T0 + 30 * MINUTE_MS)
+    job = AnalyticsJob(data, config(), clock_at(T0 + 30 * MINUTE_MS))
     job.stop.set()
     result = job.run_once()
     assert not result.done and result.reason == "stopped" and result.steps_done == 0

@@ -15,7 +15,11 @@ from analytics.job import JobConfig
 from analytics.plan import AnalyticsState, load_state
 from analytics.scheduler import Scheduler, run_second, start_scheduler
 from lake.clock import ManualClock
-from tests.analytics.synthetic import MIN, T0, Feed, db_features, hold_database, seal, write_lake
+from lake.utc import MINUTE_MS
+from tests.kit.features import db_features, hold_database
+from tests.kit.lake import seal, write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
 
 
 async def until(condition, timeout: float = 10.0) -> None:
@@ -33,9 +37,9 @@ def test_the_job_fires_just_after_the_seal() -> None:
 def test_it_starts_with_a_catch_up_run_and_never_overlaps(tmp_path: Path) -> None:
     feed = Feed(1)
     write_lake(
-        tmp_path, [feed.ticks(t, T0 + k * MIN, 1) for t in ("AMZN", "MSFT") for k in range(5)]
+        tmp_path, [feed.ticks(t, T0 + k * MINUTE_MS, 1) for t in ("AMZN", "MSFT") for k in range(5)]
     )
-    seal(tmp_path, T0 + 3 * MIN)
+    seal(tmp_path, T0 + 3 * MINUTE_MS)
     clock = ManualClock(T0 / 1000 + 3 * 60 + 12)
 
     async def main() -> Scheduler:
@@ -45,11 +49,11 @@ def test_it_starts_with_a_catch_up_run_and_never_overlaps(tmp_path: Path) -> Non
         fields = {f.name: str(f) for f in scheduler.trigger.fields}
         assert fields["second"] == "12" and fields["minute"] == "*"
         await until(lambda: scheduler.runs >= 1)  # the catch-up run at start
-        assert load_state(tmp_path) == AnalyticsState(T0 + 3 * MIN, 0)
-        seal(tmp_path, T0 + 5 * MIN)
+        assert load_state(tmp_path) == AnalyticsState(T0 + 3 * MINUTE_MS, 0)
+        seal(tmp_path, T0 + 5 * MINUTE_MS)
         for _ in range(3):  # asked for repeatedly: runs coalesce, never overlap
             scheduler.run_soon()
-        await until(lambda: load_state(tmp_path) == AnalyticsState(T0 + 5 * MIN, 0))
+        await until(lambda: load_state(tmp_path) == AnalyticsState(T0 + 5 * MINUTE_MS, 0))
         await scheduler.stop()
         return scheduler
 
@@ -61,15 +65,15 @@ def test_it_starts_with_a_catch_up_run_and_never_overlaps(tmp_path: Path) -> Non
 
 def test_stop_interrupts_a_run_waiting_for_the_database(tmp_path: Path) -> None:
     write_lake(tmp_path, [Feed(2).ticks("AMZN", T0, 1)])
-    seal(tmp_path, T0 + MIN)
+    seal(tmp_path, T0 + MINUTE_MS)
     clock = ManualClock(T0 / 1000 + 72)
 
     async def main() -> tuple[Scheduler, float]:
         first = start_scheduler(tmp_path, JobConfig(), clock)
         await until(lambda: first.runs >= 1)
         await first.stop()
-        write_lake(tmp_path, [Feed(3).ticks("AMZN", T0 + MIN, 1)])
-        seal(tmp_path, T0 + 2 * MIN)
+        write_lake(tmp_path, [Feed(3).ticks("AMZN", T0 + MINUTE_MS, 1)])
+        seal(tmp_path, T0 + 2 * MINUTE_MS)
         reader = await asyncio.to_thread(hold_database, database_path(tmp_path), 30)
         try:
             scheduler = start_scheduler(tmp_path, JobConfig(), clock)  # waits on the reader
@@ -84,4 +88,4 @@ def test_stop_interrupts_a_run_waiting_for_the_database(tmp_path: Path) -> None:
     scheduler, stopping = asyncio.run(main())
     assert stopping < 3.0  # the lock wait noticed the stop flag (backoff is capped at 2 s)
     assert scheduler.last_result is not None and scheduler.last_result.reason == "stopped"
-    assert load_state(tmp_path) == AnalyticsState(T0 + MIN, 0)  # the next start catches up
+    assert load_state(tmp_path) == AnalyticsState(T0 + MINUTE_MS, 0)  # the next start catches up

@@ -16,12 +16,15 @@ import pytest
 from analytics.database import SQL_DIR, database_path, open_db
 from analytics.job import JobConfig, run_once
 from lake.clock import ManualClock
-from tests.analytics.synthetic import MIN, Feed, seal, sessions, write_lake
+from lake.utc import HOUR_MS, MINUTE_MS
+from tests.kit.lake import seal, sessions, write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
 
 # 22:30 to 01:30 UTC: across a UTC midnight (two daily bars) and no session reset of the
 # tickers below (equities reset at 08:00 UTC, FX at 21:00), so the direct computation can
 # chain each ticker's readings without session arithmetic (tested in test_features).
-START = int(dt.datetime(2024, 4, 16, 22, 30, tzinfo=dt.UTC).timestamp()) * 1000
+START = T0 + 8 * HOUR_MS + 30 * MINUTE_MS  # 22:30 UTC
 MINUTES = 180
 TICKERS = ("AMZN", "BTC-USD", "EURUSD=X", "^GSPC")
 
@@ -66,7 +69,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tables = []
     for ticker in TICKERS:
         for k in np.flatnonzero(rng.random(MINUTES) < 0.22):
-            minute = START + int(k) * MIN
+            minute = START + int(k) * MINUTE_MS
             volume = ticker in ("AMZN", "BTC-USD") and rng.random() < 0.85
             late = rng.random() < 0.05
             count = 1 if rng.random() < 0.2 else int(rng.integers(2, 12))
@@ -76,7 +79,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_lake(root, tables)
     start_s = START / 1000
     sessions(root, [(1, TICKERS, start_s - 60, start_s + 3600), (2, TICKERS, start_s + 3700, None)])
-    end = START + MINUTES * MIN
+    end = START + MINUTES * MINUTE_MS
     seal(root, end)
     config = JobConfig(recompute_horizon=6 * 3600.0, chunk_minutes=60)
     assert run_once(root, ManualClock(end / 1000 + 12), config).done
@@ -121,7 +124,7 @@ def test_seed_features_speaks_the_seeds_names(tmp_path: Path) -> None:
     prices = pa.array([184.61, 184.38, 184.62, 184.39], pa.float32())
     ticks = ticks.set_column(ticks.schema.get_field_index("price"), "price", prices)
     write_lake(tmp_path, [ticks])
-    seal(tmp_path, window + MIN)
+    seal(tmp_path, window + MINUTE_MS)
     assert run_once(tmp_path, ManualClock(window / 1000 + 72), JobConfig()).done
     con = open_db(database_path(tmp_path), read_only=True, lake=tmp_path)
     try:

@@ -22,8 +22,10 @@ from lake.compact import compact_eligible
 from lake.layout import date_dir, duckdb_read_sql, history_file, minute_file, minute_placeholder
 from lake.minutes import write_minute
 from lake.seal import SealState, save_seal
-from lake.utc import DAY_MS
-from tests.lake.test_history import DAY1, MIN, OPEN_MS, count, ticks, write_days
+from lake.utc import DAY_MS, MINUTE_MS
+from tests.kit.lake import count, write_days
+from tests.kit.ticks import equity_ticks
+from tests.kit.times import DAY1, OPEN_MS
 
 DAY2, DAY3 = DAY1 + dt.timedelta(days=1), DAY1 + dt.timedelta(days=2)
 LATER = (OPEN_MS + 10 * DAY_MS) / 1000  # epoch s, long after every test day
@@ -56,8 +58,8 @@ def leftovers(root: Path) -> list[str]:
 def test_days_are_compacted_once_sealed_for_the_horizon(tmp_path: Path) -> None:
     write_days(tmp_path, ["AAPL", "EURUSD=X"], days=3, minutes=2)
     horizon = 3600.0
-    day2_end = OPEN_MS - (14 * 60 + 30) * MIN + 2 * DAY_MS  # 2024-01-04 00:00 UTC
-    save_seal(tmp_path, SealState(watermark_ms=day2_end + int(horizon * 1000) - MIN))
+    day2_end = OPEN_MS - (14 * 60 + 30) * MINUTE_MS + 2 * DAY_MS  # 2024-01-04 00:00 UTC
+    save_seal(tmp_path, SealState(watermark_ms=day2_end + int(horizon * 1000) - MINUTE_MS))
     assert compact_eligible(tmp_path, LATER, horizon).days_compacted == 2  # only DAY1
     assert history_file(tmp_path, "AAPL", DAY1).is_file()
     assert not history_file(tmp_path, "AAPL", DAY2).exists()
@@ -135,8 +137,8 @@ def test_minute_files_are_deleted_after_the_grace_period(tmp_path: Path) -> None
 def test_a_minute_file_changed_behind_the_lock_is_compacted_again(tmp_path: Path) -> None:
     written = write_days(tmp_path, ["AAPL"], days=2, minutes=3)
     compact_eligible(tmp_path, LATER, before=DAY2)
-    path = minute_file(tmp_path, "AAPL", OPEN_MS + MIN)  # a foreign writer, ignoring the lock
-    extra = ticks("AAPL", [OPEN_MS + MIN + 999], 77_777)
+    path = minute_file(tmp_path, "AAPL", OPEN_MS + MINUTE_MS)  # a foreign writer, ignoring the lock
+    extra = equity_ticks("AAPL", [OPEN_MS + MINUTE_MS + 999], 77_777)
     pq.write_table(pa.concat_tables([pq.read_table(path), extra]), path)
     again = compact_eligible(tmp_path, LATER + 600)
     assert (again.days_compacted, again.days_finished) == (1, 0)  # grace restarts
@@ -150,11 +152,11 @@ def test_a_writer_slipping_in_before_the_swap_is_not_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written = write_days(tmp_path, ["AAPL"], days=2, minutes=3)
-    late = ticks("AAPL", [OPEN_MS + 5 * MIN + 1000], 88_888)
+    late = equity_ticks("AAPL", [OPEN_MS + 5 * MINUTE_MS + 1000], 88_888)
 
     def writer(step: str) -> None:  # between reading the minute files and taking the lock
         if step == "written" and not history_file(tmp_path, "AAPL", DAY1).exists():
-            assert write_minute(tmp_path, "AAPL", OPEN_MS + 5 * MIN, late).written
+            assert write_minute(tmp_path, "AAPL", OPEN_MS + 5 * MINUTE_MS, late).written
 
     monkeypatch.setattr(lake.compact, "_after_step", writer)
     compact_eligible(tmp_path, LATER, before=DAY2, grace=0)
@@ -267,12 +269,17 @@ def test_a_counting_reader_never_sees_a_different_count(tmp_path: Path) -> None:
 
 def test_writers_and_compaction_in_threads_keep_every_tick_once(tmp_path: Path) -> None:
     written = write_days(tmp_path, ["AAPL", "MSFT"], days=2, minutes=10)
-    late = [ticks(t, [OPEN_MS + m * MIN + 321], 500_000 + 10 * m + i) for m in range(10)
-            for i, t in enumerate(["AAPL", "MSFT"])]  # fmt: skip
+    late = [equity_ticks(t, [OPEN_MS + m * MINUTE_MS + 321], 500_000 + 10 * m + i)
+            for m in range(10) for i, t in enumerate(["AAPL", "MSFT"])]  # fmt: skip
 
     def writer() -> None:
         for rows in late:
-            write_minute(tmp_path, rows["id"][0].as_py(), rows["time"][0].value // MIN * MIN, rows)
+            write_minute(
+                tmp_path,
+                rows["id"][0].as_py(),
+                rows["time"][0].value // MINUTE_MS * MINUTE_MS,
+                rows,
+            )
 
     thread = threading.Thread(target=writer)
     thread.start()

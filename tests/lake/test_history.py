@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import os
 import re
@@ -26,7 +25,6 @@ from lake.layout import (
     duckdb_ticker_sql,
     history_file,
     minute_file,
-    parse_history_file,
 )
 from lake.minutes import (
     list_minutes,
@@ -36,89 +34,25 @@ from lake.minutes import (
     write_minute,
     write_minutes,
 )
-from lake.pricing_pb2 import PricingData
 from lake.quarantine import Quarantine
 from lake.schema import LAKE_SCHEMA
 from lake.seal import SealState
-from lake.symbols import SymbolError
+from lake.utc import DAY_MS, MINUTE_MS
 from recorder.ingest import Ingest
+from tests.kit.frames import pricing, v1
+from tests.kit.lake import count, write_days
+from tests.kit.ticks import equity_ticks, session
+from tests.kit.times import DAY1, OPEN_MS
 
-MIN = 60_000
-DAY = 86_400_000
-DAY1 = dt.date(2024, 1, 2)
-OPEN_MS = int(dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC).timestamp()) * 1000
 ODD = ["^GSPC", "EURUSD=X", "ES=F", "BRK-B", "M&M.NS", "1234"]
 
 
-def ticks(
-    ticker: str, times: list[int] | np.ndarray, seq0: int, *, price0: float = 100.0
-) -> pa.Table:
-    """LAKE_SCHEMA rows shaped like an equity's: price walk, cumulative volume, strings."""
-    n = len(times)
-    rng = np.random.default_rng(seq0)
-    data = {f.name: pa.nulls(n, f.type) for f in LAKE_SCHEMA}
-    time_ms = np.asarray(times, dtype=np.int64)
-    prices = np.round(price0 + np.cumsum(rng.normal(0, 0.02, n)), 2).astype(np.float32)
-    data["id"] = pa.array([ticker] * n, pa.string())
-    data["time"] = pa.array(time_ms).cast(LAKE_SCHEMA.field("time").type)
-    data["price"] = pa.array(prices)
-    data["exchange"] = pa.array(["NMS"] * n)
-    data["quote_type"] = pa.array(["EQUITY"] * n)
-    data["market_hours"] = pa.array(["REGULAR_MARKET"] * n)
-    data["day_volume"] = pa.array(np.cumsum(rng.integers(1, 500, n)))
-    data["received_at"] = pa.array(time_ms * 1000 + 50_000).cast(
-        LAKE_SCHEMA.field("received_at").type
-    )
-    data["seq"] = pa.array(np.arange(seq0, seq0 + n, dtype=np.int64))
-    return pa.table(data, schema=LAKE_SCHEMA)
-
-
-def session(ticker: str, day: int, minutes: int, per_minute: int, seq0: int) -> pa.Table:
-    """``minutes`` minutes from 14:30 UTC of DAY1 + ``day``, ``per_minute`` ticks each."""
-    step = MIN // per_minute
-    times = OPEN_MS + day * DAY + np.arange(minutes * per_minute, dtype=np.int64) * step
-    return ticks(ticker, times, seq0)
-
-
-def write_days(
-    root: Path, tickers: list[str], days: int, minutes: int = 20, per: int = 6
-) -> pa.Table:
-    """Write sessions into the minute tier; returns every row written."""
-    parts = []
-    for d in range(days):
-        for i, ticker in enumerate(tickers):
-            seq0 = 1 + (d * len(tickers) + i) * minutes * per
-            parts.append(session(ticker, d, minutes, per, seq0))
-    table = pa.concat_tables(parts)
-    write_minutes(root, table)
-    return table
-
-
-def count(root: Path, where: str = "true") -> tuple[int, int]:
-    """(rows, distinct seqs) through ``duckdb_read_sql``."""
-    sql = f"SELECT count(*), count(DISTINCT seq) FROM {duckdb_read_sql(root)} WHERE {where}"
-    with duckdb.connect() as con:
-        rows, seqs = con.execute(sql).fetchall()[0]
-    return int(rows), int(seqs)
-
-
 def compact_all(root: Path, before: dt.date, grace: float = 600.0) -> None:
-    now = (OPEN_MS + 10 * DAY) / 1000
+    now = (OPEN_MS + 10 * DAY_MS) / 1000
     compact_eligible(root, now, grace=grace, before=before)
 
 
 # --- paths and the day file -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("symbol", ODD)
-def test_history_paths_round_trip(tmp_path: Path, symbol: str) -> None:
-    path = history_file(tmp_path, symbol, DAY1)
-    assert path.parent.parent.parent == tmp_path / "history"
-    assert parse_history_file(path) == (symbol, DAY1)
-    with pytest.raises(SymbolError):
-        history_file(tmp_path, "../x", DAY1)
-    with pytest.raises(ValueError):
-        parse_history_file(tmp_path / "history/ticker=AAPL/date=2024-1-2/part.parquet")
 
 
 def test_day_file_is_sorted_typed_and_cut_into_two_hour_row_groups(tmp_path: Path) -> None:
@@ -134,7 +68,7 @@ def test_day_file_is_sorted_typed_and_cut_into_two_hour_row_groups(tmp_path: Pat
     assert time_col.statistics.has_min_max and time_col.compression in ("LZ4", "LZ4_RAW")
     assert "DELTA_BINARY_PACKED" in time_col.encodings
     assert "RLE_DICTIONARY" in group.column(LAKE_SCHEMA.get_field_index("price")).encodings
-    span = ROW_GROUP_MINUTES * MIN
+    span = ROW_GROUP_MINUTES * MINUTE_MS
     for g in range(meta.num_row_groups):
         stats = meta.row_group(g).column(LAKE_SCHEMA.get_field_index("time")).statistics
         lo, hi = (int(v.timestamp() * 1000) for v in (stats.min, stats.max))
@@ -146,7 +80,7 @@ def test_write_day_needs_sorted_rows_and_read_day_skips_row_groups(tmp_path: Pat
     path = tmp_path / "day.parquet"
     write_day_atomically(table, path)
     assert pq.read_table(path).equals(table)
-    hour = (OPEN_MS + 30 * MIN, OPEN_MS + 90 * MIN)  # 15:00-16:00
+    hour = (OPEN_MS + 30 * MINUTE_MS, OPEN_MS + 90 * MINUTE_MS)  # 15:00-16:00
     file = pq.ParquetFile(path)
     time_index = LAKE_SCHEMA.get_field_index("time")
     overlapping = 0
@@ -181,13 +115,18 @@ def test_read_minutes_reads_both_tiers_in_the_order_given(tmp_path: Path) -> Non
     compact_all(tmp_path, before=DAY1 + dt.timedelta(days=2))  # days 0, 1 compacted
     assert history_file(tmp_path, "AAPL", DAY1).is_file()
     assert not history_file(tmp_path, "AAPL", DAY1 + dt.timedelta(days=2)).exists()
-    asked = [OPEN_MS + 2 * DAY + MIN, OPEN_MS + DAY + 3 * MIN, OPEN_MS + 2 * MIN, OPEN_MS]
+    asked = [
+        OPEN_MS + 2 * DAY_MS + MINUTE_MS,
+        OPEN_MS + DAY_MS + 3 * MINUTE_MS,
+        OPEN_MS + 2 * MINUTE_MS,
+        OPEN_MS,
+    ]
     got = read_minutes(tmp_path, "AAPL", [*asked, OPEN_MS], ["seq", "price"])
     times = written["time"].cast(pa.int64()).to_numpy()
-    expected = np.concatenate([np.flatnonzero(times // MIN * MIN == m) for m in asked])
+    expected = np.concatenate([np.flatnonzero(times // MINUTE_MS * MINUTE_MS == m) for m in asked])
     assert got["seq"].to_pylist() == written["seq"].take(expected).to_pylist()
     assert got.column_names == ["seq", "price"]
-    assert read_minutes(tmp_path, "AAPL", [OPEN_MS + 300 * MIN]).num_rows == 0
+    assert read_minutes(tmp_path, "AAPL", [OPEN_MS + 300 * MINUTE_MS]).num_rows == 0
 
 
 def test_listings_cover_both_tiers(tmp_path: Path) -> None:
@@ -199,9 +138,9 @@ def test_listings_cover_both_tiers(tmp_path: Path) -> None:
     after = [list_minutes(tmp_path, "AAPL", DAY1 + dt.timedelta(days=d)) for d in range(2)]
     assert after == before and len(after[0]) == 5
     assert minute_source(tmp_path, "AAPL", OPEN_MS) == history_file(tmp_path, "AAPL", DAY1)
-    next_day = OPEN_MS + DAY
+    next_day = OPEN_MS + DAY_MS
     assert minute_source(tmp_path, "AAPL", next_day) == minute_file(tmp_path, "AAPL", next_day)
-    assert minute_source(tmp_path, "AAPL", next_day + 60 * MIN) is None
+    assert minute_source(tmp_path, "AAPL", next_day + 60 * MINUTE_MS) is None
 
 
 # --- the union SQL ----------------------------------------------------------------------------
@@ -301,7 +240,7 @@ def test_ticks_of_one_ticker_reads_what_the_whole_lake_holds_for_it(tmp_path: Pa
     compact_all(tmp_path, before=DAY1 + dt.timedelta(days=1), grace=0.0)  # day 0: files gone
     compact_all(tmp_path, before=DAY1 + dt.timedelta(days=3))  # days 1-2: minute files hidden
     assert history_file(tmp_path, "EURUSD=X", DAY1 + dt.timedelta(days=2)).is_file()
-    assert minute_file(tmp_path, "EURUSD=X", OPEN_MS + 2 * DAY).is_file()
+    assert minute_file(tmp_path, "EURUSD=X", OPEN_MS + 2 * DAY_MS).is_file()
     columns = "ticker, date, minute, seq, price, time"
     whole = duckdb_read_sql(tmp_path)
     with duckdb.connect() as con:
@@ -323,11 +262,6 @@ def test_ticks_of_one_ticker_reads_what_the_whole_lake_holds_for_it(tmp_path: Pa
 # --- writes into a compacted day ----------------------------------------------------------------
 
 
-def frame(symbol: str, time_ms: int, price: float) -> str:
-    message = PricingData(id=symbol, price=price, time=time_ms)
-    return base64.b64encode(message.SerializeToString()).decode()
-
-
 def test_late_tick_for_a_compacted_day_lands_in_its_day_file_and_is_marked_late(
     tmp_path: Path,
 ) -> None:
@@ -335,14 +269,14 @@ def test_late_tick_for_a_compacted_day_lands_in_its_day_file_and_is_marked_late(
     compact_all(tmp_path, before=DAY1 + dt.timedelta(days=1), grace=0)
     day_file = history_file(tmp_path, "AAPL", DAY1)
     rows_before = pq.read_metadata(day_file).num_rows
-    seal = SealState(watermark_ms=OPEN_MS + 5 * DAY, applied_seq=10_000)
+    seal = SealState(watermark_ms=OPEN_MS + 5 * DAY_MS, applied_seq=10_000)
     ingest = Ingest(tmp_path, seal, Quarantine(tmp_path))
-    late_ms = OPEN_MS + MIN + 500
-    frames = [frame("AAPL", late_ms, 101.5), frame("AAPL", late_ms, 101.5)]
-    stats = ingest.apply(frames, np.array([10_001, 10_002]), np.array([1, 2]), OPEN_MS + 5 * DAY)
+    late_ms = OPEN_MS + MINUTE_MS + 500
+    frames = [v1(pricing("AAPL", late_ms, 101.5))] * 2
+    stats = ingest.apply(frames, np.array([10_001, 10_002]), np.array([1, 2]), OPEN_MS + 5 * DAY_MS)
     ingest.quarantine.close()
     assert (stats.ticks_added, stats.duplicates, stats.late_ticks) == (1, 1, 1)
-    assert [(w.ticker, w.window_start_ms) for w in seal.late] == [("AAPL", OPEN_MS + MIN)]
+    assert [(w.ticker, w.window_start_ms) for w in seal.late] == [("AAPL", OPEN_MS + MINUTE_MS)]
     assert not date_dir(tmp_path, "AAPL", DAY1).exists(), "no minute file for a compacted day"
     day = pq.read_table(day_file)
     assert day.num_rows == rows_before + 1
@@ -367,7 +301,7 @@ def test_replaying_a_compacted_day_rewrites_nothing(tmp_path: Path) -> None:
 
 
 def test_write_minute_creates_the_history_placeholder_once(tmp_path: Path) -> None:
-    write_minute(tmp_path, "AAPL", OPEN_MS, ticks("AAPL", [OPEN_MS], 1))
+    write_minute(tmp_path, "AAPL", OPEN_MS, equity_ticks("AAPL", [OPEN_MS], 1))
     placeholder = tmp_path / "history/ticker=!empty/date=1970-01-01/part.parquet"
     assert pq.read_table(placeholder).num_rows == 0
     assert sorted(os.listdir(tmp_path / "history")) == [".lock", "ticker=!empty"]

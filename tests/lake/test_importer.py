@@ -28,9 +28,9 @@ from lake.importer import (
 )
 from lake.layout import duckdb_read_sql, encode_ticker
 from recorder.journal import Journal
+from tests.kit.times import IMPORT_OPEN_MS as T0
 
 NOW_US = 1_800_000_000_000_000  # the import's time: received_at of rows without one
-T0 = int(dt.datetime(2026, 11, 25, 14, 30, tzinfo=dt.UTC).timestamp()) * 1000
 
 
 def csv(path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""The Parquet lake: layout, round-trips through DuckDB and PyArrow, dedupe, atomicity."""
+"""The minute tier: round-trips through DuckDB and PyArrow, dedupe, atomicity."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from lake import layout
 from lake.atomic import atomic_write_bytes, temporary_path, temporary_pid
+from lake.errors import LakeReadError, LakeWriteError
 from lake.layout import (
     duckdb_read_sql,
     minute_dir,
@@ -28,8 +27,6 @@ from lake.layout import (
     pyarrow_partitioning,
 )
 from lake.minutes import (
-    LakeReadError,
-    LakeWriteError,
     clean_temporaries,
     list_minutes,
     list_tickers,
@@ -39,76 +36,19 @@ from lake.minutes import (
 )
 from lake.schema import LAKE_SCHEMA
 from lake.symbols import SymbolError
+from lake.utc import MINUTE_MS
+from tests.kit.lake import ODD_SYMBOLS
+from tests.kit.ticks import ticks
+from tests.kit.times import OPEN_MS as T0
 
-T0 = int(dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC).timestamp()) * 1000
-MIN = 60_000
-ODD = ["^GSPC", "EURUSD=X", "ES=F", "BRK-B", "BTC-USD", "RDS.A", "M&M.NS", "1234", "007", "A==B"]
 TRAVERSALS = ["../x", "..", ".", "/etc", "a/b", "a\x00b", "x" * 1000, "C:x", "a\\b", "%2e%2e"]
-
-
-def ticks(
-    ticker: str | None,
-    times: Sequence[int],
-    seqs: Iterable[int | None],
-    prices: Sequence[float] | None = None,
-    **columns: list[Any],
-) -> pa.Table:
-    """A LAKE_SCHEMA table; unspecified tick columns are NULL."""
-    n = len(times)
-    data = {f.name: pa.nulls(n, f.type) for f in LAKE_SCHEMA}
-    data["id"] = pa.array([ticker] * n, pa.string())
-    data["time"] = pa.array(times, pa.int64()).cast(LAKE_SCHEMA.field("time").type)
-    data["seq"] = pa.array(seqs, pa.int64())
-    data["price"] = pa.array(prices if prices is not None else [100.0] * n, pa.float32())
-    data["received_at"] = pa.array([t * 1000 + 5 for t in times], pa.int64()).cast(
-        LAKE_SCHEMA.field("received_at").type
-    )
-    for name, values in columns.items():
-        data[name] = pa.array(values, LAKE_SCHEMA.field(name).type)
-    return pa.table(data, schema=LAKE_SCHEMA)
 
 
 def read_file(path: Path) -> pa.Table:
     return pq.ParquetFile(path).read()
 
 
-# --- layout -------------------------------------------------------------------------------
-
-
-def test_minute_file_layout(tmp_path: Path) -> None:
-    path = minute_file(tmp_path, "EURUSD=X", T0 + 5 * MIN)
-    assert path == tmp_path / "ticks/ticker=EURUSD%3DX/date=2024-01-02/minute=1435/part.parquet"
-    assert minute_dir(tmp_path, "^GSPC", T0).name == "minute=1430"
-
-
-@pytest.mark.parametrize("symbol", ODD)
-def test_parse_minute_dir_inverts_minute_dir(tmp_path: Path, symbol: str) -> None:
-    start = T0 + 17 * MIN
-    assert parse_minute_dir(minute_dir(tmp_path, symbol, start)) == (symbol, start)
-    assert parse_minute_dir(minute_file(tmp_path, symbol, start)) == (symbol, start)
-
-
-def test_unaligned_minute_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not a multiple"):
-        minute_dir(tmp_path, "AAPL", T0 + 1)
-
-
-@pytest.mark.parametrize(
-    "folder",
-    [
-        "ticks/ticker=EURUSD=X/date=2024-01-02/minute=1430",  # not canonical: DuckDB fails
-        "ticks/ticker=a%2Fb/date=2024-01-02/minute=1430",
-        "ticks/ticker=EURUSD%3dX/date=2024-01-02/minute=1430",
-        "ticks/ticker=../date=2024-01-02/minute=1430",
-        "ticks/ticker=AAPL/date=2024-01-02/minute=2460",
-        "ticks/ticker=AAPL/date=2024-1-2/minute=1430",
-        "ticks/AAPL/date=2024-01-02/minute=1430",
-        "minute=1430",
-    ],
-)
-def test_parse_minute_dir_refuses_foreign_folders(tmp_path: Path, folder: str) -> None:
-    with pytest.raises(ValueError):
-        parse_minute_dir(tmp_path / folder)
+# --- symbols that cannot be a folder -------------------------------------------------------
 
 
 @pytest.mark.parametrize("symbol", TRAVERSALS)
@@ -124,45 +64,41 @@ def test_traversal_symbols_never_create_anything(tmp_path: Path, symbol: str) ->
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("lake")]
 
 
-def test_paths_that_escape_the_root_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(SymbolError, match="escapes the lake root"):
-        layout._inside(tmp_path / "lake", tmp_path / "lake" / ".." / "x")
-    assert layout._inside(tmp_path / "lake", tmp_path / "lake" / "ticks") == tmp_path / "lake/ticks"
-
-
 # --- readers see what was subscribed --------------------------------------------------------
 
 
 @pytest.fixture
 def odd_lake(tmp_path: Path) -> Path:
     root = tmp_path / "it's a lake"  # a quote in the root must survive the SQL
-    for i, symbol in enumerate(ODD):
-        write_minute(root, symbol, T0 + i * MIN, ticks(symbol, [T0 + i * MIN + 1000], [i + 1]))
+    for i, symbol in enumerate(ODD_SYMBOLS):
+        write_minute(
+            root, symbol, T0 + i * MINUTE_MS, ticks(symbol, [T0 + i * MINUTE_MS + 1000], [i + 1])
+        )
     return root
 
 
 def test_odd_symbols_round_trip_through_duckdb(odd_lake: Path) -> None:
     sql = f"SELECT ticker, id, date, minute, typeof(ticker) FROM {duckdb_read_sql(odd_lake)}"
     rows = duckdb.execute(sql).fetchall()
-    assert sorted(r[0] for r in rows) == sorted(ODD)
+    assert sorted(r[0] for r in rows) == sorted(ODD_SYMBOLS)
     assert all(r[0] == r[1] for r in rows)
     assert {r[2] for r in rows} == {dt.date(2024, 1, 2)}
     assert {r[4] for r in rows} == {"VARCHAR"}
-    assert sorted(r[3] for r in rows) == [f"14{30 + i}" for i in range(len(ODD))]
+    assert sorted(r[3] for r in rows) == [f"14{30 + i}" for i in range(len(ODD_SYMBOLS))]
 
 
 def test_odd_symbols_round_trip_through_pyarrow_dataset(odd_lake: Path) -> None:
     dataset = ds.dataset(odd_lake / "ticks", format="parquet", partitioning=pyarrow_partitioning())
     table = dataset.to_table(columns=["ticker", "id", "date"])
     assert table["ticker"].to_pylist() == table["id"].to_pylist()
-    assert sorted(table["ticker"].to_pylist()) == sorted(ODD)
+    assert sorted(table["ticker"].to_pylist()) == sorted(ODD_SYMBOLS)
     assert table.schema.field("date").type == pa.date32()
 
 
 def test_list_tickers_returns_symbols_as_subscribed(odd_lake: Path) -> None:
     (odd_lake / "ticks" / "ticker=a%2Fb").mkdir()
     (odd_lake / "ticks" / "stray").mkdir()
-    assert list_tickers(odd_lake) == sorted(ODD)
+    assert list_tickers(odd_lake) == sorted(ODD_SYMBOLS)
     assert list_tickers(odd_lake / "missing") == []
 
 
@@ -250,7 +186,7 @@ def test_sorted_by_time_then_seq(tmp_path: Path) -> None:
     assert table["time"].cast(pa.int64()).to_pylist() == sorted(times)
 
 
-@pytest.mark.parametrize("offset", [-1, MIN, 10 * MIN])
+@pytest.mark.parametrize("offset", [-1, MINUTE_MS, 10 * MINUTE_MS])
 def test_rows_outside_the_minute_are_a_programming_error(tmp_path: Path, offset: int) -> None:
     with pytest.raises(ValueError, match="outside"):
         write_minute(tmp_path, "AAPL", T0, ticks("AAPL", [T0, T0 + offset], [1, 2]))
@@ -417,8 +353,8 @@ def test_atomic_write_bytes_replaces_and_leaves_no_temporary(tmp_path: Path) -> 
 def test_write_minutes_splits_by_ticker_and_minute_and_rejects_bad_ids(tmp_path: Path) -> None:
     good = pa.concat_tables(
         [
-            ticks("AAPL", [T0 + 1000, T0 + MIN + 5, T0 + 2000], [1, 2, 3]),
-            ticks("EURUSD=X", [T0 + MIN - 1, T0 - 1], [4, 5]),
+            ticks("AAPL", [T0 + 1000, T0 + MINUTE_MS + 5, T0 + 2000], [1, 2, 3]),
+            ticks("EURUSD=X", [T0 + MINUTE_MS - 1, T0 - 1], [4, 5]),
         ]
     )
     bad = pa.concat_tables(
@@ -434,8 +370,8 @@ def test_write_minutes_splits_by_ticker_and_minute_and_rejects_bad_ids(tmp_path:
     assert result.rejected_rows == 4
     assert sorted(result.rejected["seq"].to_pylist()) == [6, 7, 8, 9]
     got = {parse_minute_dir(w.path): w.rows_after for w in result.writes}
-    assert got == {("AAPL", T0): 2, ("AAPL", T0 + MIN): 1, ("EURUSD=X", T0): 1,
-                   ("EURUSD=X", T0 - MIN): 1}  # fmt: skip
+    assert got == {("AAPL", T0): 2, ("AAPL", T0 + MINUTE_MS): 1, ("EURUSD=X", T0): 1,
+                   ("EURUSD=X", T0 - MINUTE_MS): 1}  # fmt: skip
     assert list_tickers(tmp_path) == ["AAPL", "EURUSD=X"]
 
 
@@ -447,14 +383,18 @@ def test_write_minutes_with_nothing_usable_writes_nothing(tmp_path: Path) -> Non
 
 def test_read_minutes_reads_exactly_the_requested_files(tmp_path: Path) -> None:
     for m in range(4):
-        write_minute(tmp_path, "ES=F", T0 + m * MIN, ticks("ES=F", [T0 + m * MIN], [m + 1]))
+        write_minute(
+            tmp_path, "ES=F", T0 + m * MINUTE_MS, ticks("ES=F", [T0 + m * MINUTE_MS], [m + 1])
+        )
     write_minute(tmp_path, "NQ=F", T0, ticks("NQ=F", [T0], [100]))
-    table = read_minutes(tmp_path, "ES=F", [T0 + 3 * MIN, T0 + MIN, T0 + 9 * MIN, T0 + MIN])
+    table = read_minutes(
+        tmp_path, "ES=F", [T0 + 3 * MINUTE_MS, T0 + MINUTE_MS, T0 + 9 * MINUTE_MS, T0 + MINUTE_MS]
+    )
     assert table.schema.equals(LAKE_SCHEMA)
     assert table["seq"].to_pylist() == [4, 2]
-    narrow = read_minutes(tmp_path, "ES=F", [T0, T0 + 2 * MIN], columns=["seq", "time"])
+    narrow = read_minutes(tmp_path, "ES=F", [T0, T0 + 2 * MINUTE_MS], columns=["seq", "time"])
     assert narrow.column_names == ["seq", "time"] and narrow["seq"].to_pylist() == [1, 3]
-    empty = read_minutes(tmp_path, "ES=F", [T0 + 30 * MIN], columns=["price"])
+    empty = read_minutes(tmp_path, "ES=F", [T0 + 30 * MINUTE_MS], columns=["price"])
     assert empty.num_rows == 0 and empty.schema.field("price").type == pa.float32()
     with pytest.raises(ValueError, match="unknown lake columns"):
         read_minutes(tmp_path, "ES=F", [T0], columns=["nope"])
@@ -462,8 +402,10 @@ def test_read_minutes_reads_exactly_the_requested_files(tmp_path: Path) -> None:
 
 def test_list_minutes_of_a_day(tmp_path: Path) -> None:
     for m in (0, 7, 3):
-        write_minute(tmp_path, "AAPL", T0 + m * MIN, ticks("AAPL", [T0 + m * MIN], [m + 1]))
-    minute_dir(tmp_path, "AAPL", T0 + 9 * MIN).mkdir()  # no file yet: not listed
+        write_minute(
+            tmp_path, "AAPL", T0 + m * MINUTE_MS, ticks("AAPL", [T0 + m * MINUTE_MS], [m + 1])
+        )
+    minute_dir(tmp_path, "AAPL", T0 + 9 * MINUTE_MS).mkdir()  # no file yet: not listed
     day = dt.date(2024, 1, 2)
-    assert list_minutes(tmp_path, "AAPL", day) == [T0, T0 + 3 * MIN, T0 + 7 * MIN]
+    assert list_minutes(tmp_path, "AAPL", day) == [T0, T0 + 3 * MINUTE_MS, T0 + 7 * MINUTE_MS]
     assert list_minutes(tmp_path, "AAPL", day + dt.timedelta(days=1)) == []

@@ -14,10 +14,9 @@ from analytics.loader import load_windows
 from lake.layout import minute_file
 from lake.minutes import write_minutes
 from lake.recent import RECENT, RecentFiles, file_key
-from tests.lake.test_minutes import ticks
-
-MIN = 60_000
-T0 = 1_717_000_020_000 // MIN * MIN  # a minute start
+from lake.utc import MINUTE_MS
+from tests.kit.ticks import ticks
+from tests.kit.times import OPEN_MS as T0
 
 
 def test_the_writer_remembers_each_file_under_its_identity(tmp_path: Path) -> None:
@@ -49,9 +48,11 @@ def test_a_file_changed_by_someone_else_is_read_from_disk(tmp_path: Path) -> Non
 def test_the_loader_gives_the_same_ticks_from_memory_and_from_disk(tmp_path: Path) -> None:
     RECENT.clear()
     for i, name in enumerate(["MSFT", "AAPL"]):
-        table = ticks(name, [T0 + 5, T0 + 5, T0 + MIN + 1], [9 + i, 3 + i, 20], [1.0, 2.0, 3.0])
+        table = ticks(
+            name, [T0 + 5, T0 + 5, T0 + MINUTE_MS + 1], [9 + i, 3 + i, 20], [1.0, 2.0, 3.0]
+        )
         write_minutes(tmp_path, table)  # a tie on time: (time, seq) orders it
-    windows = {"AAPL": [T0, T0 + MIN], "MSFT": [T0, T0 + MIN]}
+    windows = {"AAPL": [T0, T0 + MINUTE_MS], "MSFT": [T0, T0 + MINUTE_MS]}
     hits = RECENT.hits
     from_memory = load_windows(tmp_path, windows).ticks
     assert RECENT.hits == hits + 4

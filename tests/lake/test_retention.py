@@ -1,17 +1,14 @@
-"""Tick retention, ``ticklake status`` and ``ticklake compact``."""
+"""Tick retention: which days go, from both tiers (the lake's status is in test_status.py, the
+``status`` and ``compact`` commands are tested in ``tests/ticklake``)."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from lake.compact import compact_eligible
-from lake.layout import date_dir, history_file, history_placeholder
+from lake.layout import date_dir, history_placeholder
 from lake.retention import (
     RetentionConfig,
     RetentionError,
@@ -19,24 +16,9 @@ from lake.retention import (
     check_retention,
     first_kept_date,
 )
-from lake.seal import SealState, save_seal
-from lake.status import lake_status
 from lake.utc import DAY_MS
-from recorder.journal import Journal
-from recorder.journal_status import journal_status
-from tests.lake.test_history import DAY1, OPEN_MS, count, write_days
-from ticklake import compact_cmd
-
-DAY2, DAY3 = DAY1 + dt.timedelta(days=1), DAY1 + dt.timedelta(days=2)
-LATER = (OPEN_MS + 10 * DAY_MS) / 1000
-
-
-def three_days(root: Path) -> int:
-    """AAPL and MSFT on three days; the first two compacted (minute files deleted)."""
-    written = write_days(root, ["AAPL", "MSFT"], days=3, minutes=4)
-    compact_eligible(root, LATER, before=DAY3, grace=0)
-    return int(written.num_rows)
-
+from tests.kit.lake import count, three_days
+from tests.kit.times import DAY3, LATER, OPEN_MS
 
 # --- retention ----------------------------------------------------------------------------------
 
@@ -77,62 +59,3 @@ def test_retention_shorter_than_the_recompute_horizon_is_refused() -> None:
         check_retention(RetentionConfig(tick_retention_days=1.5), 86_400)
     with pytest.raises(RetentionError, match="positive"):
         RetentionConfig(tick_retention_days=0)
-
-
-# --- status ---------------------------------------------------------------------------------
-
-
-def test_status_counts_each_tier_from_metadata(tmp_path: Path) -> None:
-    rows = three_days(tmp_path)
-    with Journal.open(tmp_path / "journal") as closed:
-        for i in range(5):
-            closed.append(f"frame {i}", 1_704_205_800_000_000 + i * 1_000_000)
-    recording = Journal.open(tmp_path / "journal")  # a new writer: a new, open segment
-    recording.append("last", 1_704_205_900_000_000)
-    recording.flush()
-    save_seal(tmp_path, SealState(applied_seq=6))
-    try:
-        minute, history = lake_status(tmp_path, LATER, RetentionConfig(30, 30))
-        frames = journal_status(tmp_path, LATER, 30)
-    finally:
-        recording.close()
-    assert (minute.tier, minute.files, minute.rows) == ("minute", 8, rows // 3)
-    assert (history.tier, history.files, history.rows) == ("history", 4, 2 * rows // 3)
-    day_file = history_file(tmp_path, "AAPL", DAY1)
-    assert history.bytes >= day_file.stat().st_size * 2
-    assert history.oldest_ms == OPEN_MS
-    assert minute.newest_ms is not None and minute.newest_ms < OPEN_MS + 2 * DAY_MS + 4 * 60_000
-    assert history.removes_next == "2 files (" + history.removes_next.split("(")[1]
-    assert history.removes_at_ms == OPEN_MS - 14.5 * 3_600_000 + DAY_MS + 30 * DAY_MS
-    assert (frames.tier, frames.files, frames.rows_exact) == ("journal", 2, False)
-    assert frames.rows == 5 and frames.removes_next == "nothing"  # the newest closed one stays
-    assert pq.read_metadata(day_file).num_rows == rows // 6
-
-
-def test_status_and_compact_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_days(tmp_path, ["AAPL"], days=2, minutes=3)
-
-    def run(add: object, handler: object, *argv: str) -> int:
-        parser = argparse.ArgumentParser()
-        add(parser, {})  # type: ignore[operator]
-        return handler(parser.parse_args(["--data", str(tmp_path), *argv]))  # type: ignore[operator,no-any-return]
-
-    assert (
-        run(compact_cmd.add_compact_arguments, compact_cmd.compact, "--before", "2024-01-03") == 0
-    )
-    out = capsys.readouterr().out
-    assert out.startswith("compacted 1 days (3 minute files, 18 ticks")
-    assert "keep their minute files for the grace period (600 s)" in out
-    assert run(compact_cmd.add_status_arguments, compact_cmd.status) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:4] == ["tier", "files", "rows", "bytes"]
-    assert [line.split()[0] for line in table[1:]] == ["minute", "history", "journal"]
-    assert len({line.index("rows") for line in table[:1]}) == 1
-    assert table[1].split()[1:3] == ["6", "36"]  # minute files of both days (one hidden)
-    assert "kept forever" in table[2]
-    run(compact_cmd.add_status_arguments, compact_cmd.status, "--format", "json")
-    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [t["tier"] for t in tiers] == ["minute", "history", "journal"]
-    assert tiers[1]["rows"] == 18 and tiers[1]["oldest"] == "2024-01-02T14:30:00.000Z"
-    bad = run(compact_cmd.add_status_arguments, compact_cmd.status, "--tick-retention-days", "1")
-    assert bad == 2 and "recompute horizon" in capsys.readouterr().err

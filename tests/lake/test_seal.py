@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pytest
 from lake.datadir import SEAL_FILE
 from lake.seal import LateWindow, SealState, load_seal, save_seal, watermark_at
 from lake.utc import MINUTE_MS, floor_minute_ms
-
-T0 = dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp()  # a minute boundary
-T0_MS = int(T0 * 1000)
+from tests.kit.times import WEDNESDAY_15_MS as T0_MS
+from tests.kit.times import WEDNESDAY_15_UTC as T0  # a minute boundary
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,10 @@ from lake.clock import Clock, ManualClock, SystemClock
 from lake.pricing_pb2 import PricingData
 from lake.sessions import Session, SessionLog, read_sessions
 from recorder.feed import ConnectionState, Feed, FeedConfig, FeedError
-from recorder.wire.markets import NEW_YORK
+from tests.kit.times import SUNDAY_03_NY_S
 from ticklake.simulator import Simulator, SimulatorConfig
 
 CRYPTO = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD"]
-SUNDAY_3AM_NY = datetime(2024, 1, 7, 3, 0, tzinfo=NEW_YORK).timestamp()
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "healthy_after": 0.0}
 
 
@@ -191,7 +189,7 @@ def test_a_stalled_connection_is_reconnected_by_the_watchdog(
 def test_closed_market_group_is_left_alone_while_crypto_group_is_reconnected(
     tmp_path: Path,
 ) -> None:
-    clock = ManualClock(SUNDAY_3AM_NY)  # US equities closed, crypto open
+    clock = ManualClock(SUNDAY_03_NY_S)  # US equities closed, crypto open
 
     async def main() -> Feed:
         config = SimulatorConfig(rate=20, seed=5, stall_after=0.2)
@@ -201,7 +199,7 @@ def test_closed_market_group_is_left_alone_while_crypto_group_is_reconnected(
                 symbols_per_connection=2, stale_after=1.0, **FAST,
             )  # fmt: skip
             crypto = feed.connections[1]
-            enough = lambda: crypto.reconnects >= 2 and clock.now() > SUNDAY_3AM_NY + 4  # noqa: E731
+            enough = lambda: crypto.reconnects >= 2 and clock.now() > SUNDAY_03_NY_S + 4  # noqa: E731
             await run_until(feed, enough, 8, lambda: clock.advance(0.1))
         return feed
 
@@ -214,7 +212,7 @@ def test_closed_market_group_is_left_alone_while_crypto_group_is_reconnected(
     assert [s.reason for s in sessions if s.connection == 1] == ["stopped"]
     crypto_reasons = [s.reason or "" for s in sessions if s.connection == 2]
     assert all(r.startswith("stale: ") for r in crypto_reasons[:-1])
-    assert clock.now() > SUNDAY_3AM_NY + 4  # equities sat silent for 4 x stale_after
+    assert clock.now() > SUNDAY_03_NY_S + 4  # equities sat silent for 4 x stale_after
 
 
 async def raw_server(

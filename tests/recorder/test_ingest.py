@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import errno
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,40 +12,31 @@ import pyarrow.parquet as pq
 import pytest
 
 import lake.minutes
+from lake.errors import LakeWriteError
 from lake.layout import minute_file, minute_placeholder
-from lake.minutes import LakeWriteError
-from lake.pricing_pb2 import PricingData
 from lake.quarantine import Quarantine
 from lake.seal import SealState
 from lake.utc import MINUTE_MS
 from recorder.ingest import Ingest, IngestStats
+from tests.kit.frames import HEARTBEAT, pricing, v2
+from tests.kit.lake import read_quarantine
+from tests.kit.times import WEDNESDAY_15_MS as T0_MS
 
-T0_MS = int(dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp() * 1000)
 SEALED = T0_MS - MINUTE_MS  # with the watermark at T0, this window is sealed
 OPEN = T0_MS  # and this one is not
 NOW_MS = T0_MS + 20_000
 
 
-def frame(symbol: str | None, time_ms: int | None, price: float = 100.25) -> str:
-    message = PricingData(price=price)
-    if symbol is not None:
-        message.id = symbol
-    if time_ms is not None:
-        message.time = time_ms
-    b64 = base64.b64encode(message.SerializeToString()).decode()
-    return '{"type":"pricing","message":"' + b64 + '"}'
-
-
 # seq -> frame; 1..9, in journal order
 BATCH = {
-    1: frame("AMZN", SEALED + 5_000),  # late: its window is sealed
-    2: frame("AMZN", OPEN + 1_000),
+    1: v2(pricing("AMZN", SEALED + 5_000)),  # late: its window is sealed
+    2: v2(pricing("AMZN", OPEN + 1_000)),
     3: "not*base64",  # bad frame
-    4: '{"type":"heartbeat"}',  # another v2 type: skipped
-    5: frame("../x", OPEN + 2_000),  # a symbol that cannot be a folder
-    6: frame("AMZN", None),  # a tick without time
-    7: frame("EURUSD=X", OPEN + 3_000, 1.1),
-    8: frame("AMZN", OPEN + 1_000),  # same content as seq 2: the same tick
+    4: HEARTBEAT,  # another v2 type: skipped
+    5: v2(pricing("../x", OPEN + 2_000)),  # a symbol that cannot be a folder
+    6: v2(pricing("AMZN", None)),  # a tick without time
+    7: v2(pricing("EURUSD=X", OPEN + 3_000, 1.1)),
+    8: v2(pricing("AMZN", OPEN + 1_000)),  # same content as seq 2: the same tick
     9: '{"type":"pricing"}',  # bad envelope
 }
 BAD = {3, 5, 6, 9}
@@ -63,13 +50,6 @@ def apply(ingest: Ingest, batch: dict[int, str], now_ms: int = NOW_MS) -> Ingest
     seqs = np.array(sorted(batch), dtype=np.int64)
     received = seqs * 1000 + (T0_MS * 1000)
     return ingest.apply([batch[int(s)] for s in seqs], seqs, received, now_ms)
-
-
-def quarantined(root: Path) -> list[dict[str, Any]]:
-    path = root / "quarantine.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -107,7 +87,7 @@ def test_apply_stores_good_ticks_quarantines_bad_ones_and_marks_late_windows(
     assert seqs_in(minute_file(tmp_path, "EURUSD=X", OPEN)) == [7]
     assert ingest.seal.applied_seq == 9
 
-    entries = quarantined(tmp_path)
+    entries = read_quarantine(tmp_path)
     assert sorted(int(e["seq"]) for e in entries) == sorted(BAD)
     by_seq = {e["seq"]: e for e in entries}
     assert "base64" in str(by_seq[3]["reason"])
@@ -130,7 +110,7 @@ def test_reapplying_a_batch_changes_nothing_and_marks_nothing(tmp_path: Path) ->
     ingest = make_ingest(tmp_path)
     apply(ingest, BATCH)
     ingest.quarantine.flush()
-    files, entries, late = snapshot(tmp_path), quarantined(tmp_path), list(ingest.seal.late)
+    files, entries, late = snapshot(tmp_path), read_quarantine(tmp_path), list(ingest.seal.late)
 
     again = apply(ingest, BATCH, NOW_MS + 60_000)  # a crash replay, or `ticklake replay`
     ingest.quarantine.close()
@@ -138,20 +118,20 @@ def test_reapplying_a_batch_changes_nothing_and_marks_nothing(tmp_path: Path) ->
     assert again.duplicates == 4
     assert snapshot(tmp_path) == files, "no file was rewritten"
     assert ingest.seal.late == late
-    assert quarantined(tmp_path) == entries, "a bad frame is quarantined once"
+    assert read_quarantine(tmp_path) == entries, "a bad frame is quarantined once"
 
     fresh = make_ingest(tmp_path)  # a new process over the same lake and quarantine file
     fresh.seal.applied_seq = ingest.seal.applied_seq
     apply(fresh, BATCH, NOW_MS + 120_000)
     fresh.quarantine.close()
     assert snapshot(tmp_path) == files and fresh.seal.late == []
-    assert quarantined(tmp_path) == entries
+    assert read_quarantine(tmp_path) == entries
 
 
 def test_a_new_tick_in_a_sealed_window_marks_it_late_again(tmp_path: Path) -> None:
     ingest = make_ingest(tmp_path)
     apply(ingest, {1: BATCH[1]})
-    stats = apply(ingest, {2: frame("AMZN", SEALED + 6_000)}, NOW_MS + 1)
+    stats = apply(ingest, {2: v2(pricing("AMZN", SEALED + 6_000))}, NOW_MS + 1)
     assert stats.late_ticks == 1
     assert [(w.id, w.window_start_ms) for w in ingest.seal.late] == [(1, SEALED), (2, SEALED)]
     assert seqs_in(minute_file(tmp_path, "AMZN", SEALED)) == [1, 2]
@@ -177,5 +157,5 @@ def test_a_failed_write_leaves_nothing_behind_and_the_retry_applies_everything_o
     stats = apply(ingest, BATCH)
     ingest.quarantine.close()
     assert stats.ticks_added == 3 and ingest.seal.applied_seq == 9
-    assert sorted(int(e["seq"]) for e in quarantined(tmp_path)) == sorted(BAD)
+    assert sorted(int(e["seq"]) for e in read_quarantine(tmp_path)) == sorted(BAD)
     assert len(ingest.seal.late) == 1

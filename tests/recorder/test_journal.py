@@ -26,9 +26,9 @@ from recorder.journal import (
     JournalWriteError,
 )
 from recorder.segment import FOOTER, HEADER, RECORD_OVERHEAD, list_segments
+from tests.kit.times import JOURNAL_T0_US as T0
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = 1_700_000_000_000_000
 
 
 def frame(seq: int) -> str:

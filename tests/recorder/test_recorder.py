@@ -30,26 +30,25 @@ from lake.sessions import read_sessions
 from lake.symbols import is_valid_symbol
 from lake.utc import MINUTE_MS, floor_minute_ms
 from recorder.recorder import Recorder
-from tests.recorder.conftest import (
+from tests.kit.lake import lake_files, read_quarantine, read_seal, tree
+from tests.kit.recorder import (
     CRYPTO,
     TICK_COLUMNS,
-    WEDNESDAY_15_UTC,
     assert_lake_is_journal,
     journal_ticks,
-    lake_files,
     read_journal,
-    read_quarantine,
-    read_seal,
     record,
     recorder_config,
     sent_frames,
     sql,
-    tree,
 )
+from tests.kit.times import WEDNESDAY_15_UTC
 from ticklake.simulator import Simulator, SimulatorConfig
 
 
-def test_every_sent_frame_is_journaled_and_every_tick_is_in_the_lake_once(tmp_path: Path) -> None:
+def test_every_sent_frame_is_journaled_and_every_tick_is_in_the_lake_once(
+    tmp_path: Path,
+) -> None:
     data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
     sim = SimulatorConfig(rate=20, seed=3, duplicate_rate=0.1, sent_log=sent_log)
     run = record(recorder_config(data, CRYPTO), sim, 2.0)
@@ -198,7 +197,10 @@ def test_symbols_that_would_leave_the_lake_are_quarantined_and_create_nothing(
     new = tree(tmp_path) - before
     assert new and all(path.startswith("inner/data") for path in new), sorted(new)[:10]
     assert set(os.listdir(tmp_path.parent)) == siblings
-    assert sorted(os.listdir(data / "ticks")) == ["ticker=!empty", "ticker=BTC-USD"]  # placeholder
+    assert sorted(os.listdir(data / "ticks")) == [
+        "ticker=!empty",
+        "ticker=BTC-USD",
+    ]  # placeholder
 
     ticks = journal_ticks(data)
     evil_seqs = {s for s, i in zip(ticks["seq"].to_pylist(), ticks["id"].to_pylist(), strict=True)

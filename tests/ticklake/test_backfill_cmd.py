@@ -11,8 +11,12 @@ import pytest
 from analytics.backfill import BackfillProgress
 from analytics.database import database_path
 from lake.clock import ManualClock, SystemClock
-from tests.analytics.synthetic import MIN, T0, Feed, db_features, hold_database, write_lake
-from ticklake.backfill_cmd import ProgressBar, add_backfill_arguments, progress_text, run
+from lake.utc import MINUTE_MS as MIN
+from tests.kit.features import db_features, hold_database
+from tests.kit.lake import write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
+from ticklake.backfill_cmd import ProgressBar, add_arguments, progress_text, run
 
 START, END = "2024-04-16T14:00Z", "2024-04-16T14:10Z"  # T0 and ten minutes on
 CLOCK = ManualClock(T0 / 1000 + 3600)
@@ -25,7 +29,7 @@ class Terminal(io.StringIO):
 
 def parse(*args: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_backfill_arguments(parser, {})
+    add_arguments(parser, {})
     return parser.parse_args(list(args))
 
 
@@ -45,7 +49,7 @@ def test_summary_on_stdout_and_quiet_stderr_off_a_terminal(data, tmp_path, capsy
     err = io.StringIO()
     assert run(ns, CLOCK, err) == 0
     out = capsys.readouterr().out
-    assert out.startswith("backfilled 16 windows of 2 tickers (2024-04-16 14:00 UTC to ")
+    assert out.startswith("backfilled 16 windows of 2 tickers (2024-04-16T14:00Z to ")
     assert "16 rows written in 1 transaction, " in out and "M ticks/s)" in out
     assert out.count("\n") == 1 and err.getvalue() == ""
     assert db_features(db).num_rows == 16
@@ -84,7 +88,7 @@ def test_progress_text_before_the_first_chunk() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--start", END, "--end", START), "start 2024-04-16 14:10:00 is not before end"),
+        (("--start", END, "--end", START), "start 2024-04-16T14:10:00Z is not before end"),
         (("--start", START, "--end", END, "--tickers", "AMZN,NVDA"), "no data for ticker(s) NVDA"),
     ],
 )

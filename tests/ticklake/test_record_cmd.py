@@ -1,5 +1,6 @@
-"""``ticklake record`` and ``ticklake replay`` as users run them: signals, the journal lock,
-``--help``, settings from TOML / environment / flags, traversal on the command line, replay.
+"""``ticklake record`` as users run it: signals, the journal lock (``record`` and ``replay``
+refused while it runs), ``--help``, settings from TOML / environment / flags, traversal on
+the command line.
 """
 
 from __future__ import annotations
@@ -13,21 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import pyarrow.parquet as pq
 import pytest
 
-from lake.layout import parse_minute_dir
-from lake.seal import SealState
-from tests.recorder.conftest import (
+from tests.kit.lake import read_seal, tree
+from tests.kit.recorder import (
     CRYPTO,
     assert_lake_is_journal,
-    lake_files,
     read_journal,
-    read_quarantine,
-    read_seal,
-    record,
-    recorder_config,
-    tree,
 )
 from ticklake.cli import build_parser, main
 from ticklake.config import load_file
@@ -67,7 +60,10 @@ def test_a_signal_flushes_the_lake_and_exits_0_within_5_s(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "recorder.log"
-    with Simulator.in_thread(SimulatorConfig(rate=20, seed=21)) as sim, log.open("w") as out:
+    with (
+        Simulator.in_thread(SimulatorConfig(rate=20, seed=21)) as sim,
+        log.open("w") as out,
+    ):
         process = start_ticklake(
             tmp_path, out, "record", "--data", str(data), "--url", sim.url,
             "--tickers", ",".join(CRYPTO), "--flush-interval", "30", "--lateness", "1",
@@ -102,7 +98,9 @@ def test_a_signal_flushes_the_lake_and_exits_0_within_5_s(
     assert assert_lake_is_journal(data).num_rows > 0
 
 
-def test_help_documents_every_option_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_documents_every_option_and_its_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["record", "--help"])
     assert exit_.value.code == 0
@@ -156,7 +154,15 @@ def test_a_bad_config_file_is_a_one_line_error(
     path.write_text(toml)
     data = tmp_path / "data"
     code = main(
-        ["--config", str(path), "record", "--data", str(data), "--url", "ws://127.0.0.1:9/"]
+        [
+            "--config",
+            str(path),
+            "record",
+            "--data",
+            str(data),
+            "--url",
+            "ws://127.0.0.1:9/",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2
@@ -190,7 +196,17 @@ def test_the_cli_refuses_a_ticker_that_could_leave_the_lake(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        main(["record", "--data", "data", "--url", "ws://127.0.0.1:9/", "--tickers", tickers])
+        main(
+            [
+                "record",
+                "--data",
+                "data",
+                "--url",
+                "ws://127.0.0.1:9/",
+                "--tickers",
+                tickers,
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -198,47 +214,3 @@ def test_the_cli_refuses_a_ticker_that_could_leave_the_lake(
     assert message.startswith("ticklake record: error: argument --tickers: symbol ")
     assert "rejected" in message
     assert tree(tmp_path) == set(), "nothing was created"
-
-
-def test_replay_rebuilds_the_live_lake_exactly(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    data, rebuilt = tmp_path / "data", tmp_path / "rebuilt"
-    sim = SimulatorConfig(rate=20, seed=22, duplicate_rate=0.1, garbage_rate=0.05, late_rate=0.3)
-    record(recorder_config(data, CRYPTO), sim, 2.0)
-    live = lake_files(data)
-    assert len(live) >= 6 and read_quarantine(data)
-
-    # 1. Into a new directory: the same files, each identical in every column.
-    assert main(["replay", "--data", str(data), "--into", str(rebuilt)]) == 0
-    assert f"into {rebuilt}" in capsys.readouterr().out
-    assert set(lake_files(rebuilt)) == set(live)
-    for name, path in live.items():
-        assert pq.read_table(rebuilt / name).equals(pq.read_table(path)), name
-    assert read_quarantine(rebuilt) == read_quarantine(data)
-
-    # 2. Into the live lake after losing some files: exactly those come back.
-    tables = {name: pq.read_table(path) for name, path in live.items()}
-    lost = sorted(live)[::2]
-    kept = {name: os.stat(live[name]).st_ino for name in live if name not in lost}
-    for name in lost:
-        live[name].unlink()
-    seal = SealState.from_json((data / "state" / "seal.json").read_bytes())
-    quarantine = read_quarantine(data)
-    assert main(["replay", "--data", str(data)]) == 0
-    out = capsys.readouterr().out
-    assert f"{sum(tables[name].num_rows for name in lost)} ticks added" in out
-    assert set(lake_files(data)) == set(live)
-    for name, path in lake_files(data).items():
-        assert pq.read_table(path).equals(tables[name]), name
-        if name in kept:
-            assert os.stat(path).st_ino == kept[name], f"{name} was rewritten"
-    assert read_quarantine(data) == quarantine, "replay quarantines nothing twice"
-    assert_lake_is_journal(data)
-
-    # Restored windows that were already sealed are late again: analytics recomputes them.
-    after = SealState.from_json((data / "state" / "seal.json").read_bytes())
-    new_late = {(w.ticker, w.window_start_ms) for w in after.late_since(seal.next_late_id - 1)}
-    restored = {parse_minute_dir(live[name]) for name in lost}
-    assert new_late == {w for w in restored if seal.is_sealed(w[1])}
-    assert new_late, "some restored windows were sealed"

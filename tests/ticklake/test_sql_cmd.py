@@ -1,5 +1,5 @@
-"""``ticklake sql`` (formats, errors, a writer holding the file) and ``ticklake analyze
---once``, through their argument parsers and handlers."""
+"""``ticklake sql`` (formats, errors, a writer holding the file), through its argument parser
+and handler."""
 
 from __future__ import annotations
 
@@ -16,14 +16,12 @@ import pytest
 from analytics.database import database_path
 from analytics.job import JobConfig, run_once
 from lake.clock import ManualClock
-from tests.analytics.synthetic import MIN, T0, Feed, hold_database, seal, write_lake
-from ticklake.analyze_cmd import (
-    add_analyze_arguments,
-    add_sql_arguments,
-    analyze,
-    format_table,
-    sql,
-)
+from lake.utc import MINUTE_MS as MIN
+from tests.kit.features import hold_database
+from tests.kit.lake import seal, write_lake
+from tests.kit.ticks import Feed
+from tests.kit.times import T0
+from ticklake.sql_cmd import add_arguments, run
 
 QUERY = "SELECT ticker, close, volume, window_start FROM features ORDER BY ticker"
 
@@ -47,14 +45,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def parse(adder, args: list[str]) -> argparse.Namespace:
+def parse(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    adder(parser, {})
+    add_arguments(parser, {})
     return parser.parse_args(args)
 
 
 def run_sql(capsysbinary, *args: str) -> tuple[int, str, str]:
-    code = sql(parse(add_sql_arguments, list(args)))
+    code = run(parse(list(args)))
     out, err = capsysbinary.readouterr()
     return code, out.decode(), err.decode()
 
@@ -131,40 +129,3 @@ def test_a_query_waits_for_the_writer_to_let_go(data, capsysbinary) -> None:
     finally:
         writer.wait()
     assert code == 0 and out.splitlines()[2].strip() == "6" and err == ""
-
-
-def test_format_table_handles_empty_results_and_booleans() -> None:
-    table = pa.table({"flag": pa.array([True, None]), "name": pa.array(["a", "bb"])})
-    assert format_table(table).splitlines() == [
-        "flag | name",
-        "-----+-----",
-        "true | a",
-        "NULL | bb",
-    ]
-    assert format_table(table.slice(0, 0)).splitlines() == ["flag | name", "-----+-----"]
-
-
-def test_analyze_once_materializes_and_reports(tmp_path: Path, capsys) -> None:
-    write_lake(
-        tmp_path, [Feed(3).ticks(t, T0 + k * MIN, 1) for t in ("AMZN", "MSFT") for k in range(3)]
-    )
-    seal(tmp_path, T0 + 3 * MIN)
-    ns = parse(add_analyze_arguments, ["--data", str(tmp_path), "--once"])
-    assert analyze(ns) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(
-        "analyzed 6 windows, wrote 6 rows (0 late); done up to 2024-04-16 14:03 UTC"
-    )
-    holder = hold_database(database_path(tmp_path), 30)
-    try:
-        seal(tmp_path, T0 + 4 * MIN)
-        write_lake(tmp_path, [Feed(4).ticks("AMZN", T0 + 3 * MIN, 1)])
-        busy = parse(
-            add_analyze_arguments, ["--data", str(tmp_path), "--once", "--lock-timeout", "0.2"]
-        )
-        assert analyze(busy) == 1  # work left for the next run
-    finally:
-        holder.terminate()
-        holder.wait()
-    assert "db_locked" in capsys.readouterr().out
-    assert analyze(parse(add_analyze_arguments, ["--data", str(tmp_path / "none"), "--once"])) == 2

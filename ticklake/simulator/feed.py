@@ -191,11 +191,26 @@ class SymbolFeed:
         self._cursor = i + 1
         price = self._prices[i]
         size = self._sizes[i] if self._sizes else 0
-        if session != self._session:
-            if self._session is not None:
-                self._previous_close = self._regular_close or self._last
-            self._session, self._regular_close = session, None
-            self._volume, self._high, self._low = 0, price, price
+        self._enter_session(session, price)
+        self._trade(price, size, hours)
+        change = round(price - self._previous_close, self._hint)
+        message = self._message(price, time_ms, hours, change)
+        self._set_volumes(message, price, size, self._rolls[i] if self._rolls else 0)
+        payload = message.SerializeToString()
+        self.latest = Tick(self.symbol, time_ms, payload, b64encode(payload).decode())
+        return self.latest
+
+    def _enter_session(self, session: int, first_price: float) -> None:
+        """On a new session: the previous close moves on, the day's volume and range restart."""
+        if session == self._session:
+            return
+        if self._session is not None:
+            self._previous_close = self._regular_close or self._last
+        self._session, self._regular_close = session, None
+        self._volume, self._high, self._low = 0, first_price, first_price
+
+    def _trade(self, price: float, size: int, hours: int) -> None:
+        """The day's last price, volume, high and low (and regular close) after one message."""
         self._last, self._volume = price, self._volume + size
         if price > self._high:
             self._high = price
@@ -203,9 +218,10 @@ class SymbolFeed:
             self._low = price
         if hours == REGULAR:
             self._regular_close = price
-        change = round(price - self._previous_close, self._hint)
 
-        # proto3 rules: a field equal to its zero value is never set.
+    def _message(self, price: float, time_ms: int, hours: int, change: float) -> PricingData:
+        """The template with the price and change fields set; proto3 rules: a field equal
+        to its zero value is never set."""
         message = PricingData()
         message.CopyFrom(self._template)
         message.price, message.time = price, time_ms
@@ -215,21 +231,21 @@ class SymbolFeed:
         if change:
             message.change = change
             message.change_percent = change / self._previous_close * 100.0
-        if self._equity:
-            message.day_volume, message.last_size = self._volume, size
-            if change:
+            if self._equity:
                 message.full_day_change = change
                 message.full_day_change_percent = message.change_percent
+        return message
+
+    def _set_volumes(self, message: PricingData, price: float, size: int, rolling: int) -> None:
+        """The asset class's volume fields on ``message`` (``rolling``: crypto's 24 h)."""
+        if self._equity:
+            message.day_volume, message.last_size = self._volume, size
         elif self.asset is AssetClass.FUTURE:
             message.day_volume = self._volume
         elif self.asset is AssetClass.CRYPTOCURRENCY:
-            rolling = self._rolls[i]
             message.day_volume = message.last_size = rolling
             message.vol_24hr = message.vol_all_currencies = rolling
             message.market_cap = price * self._supply
-        payload = message.SerializeToString()
-        self.latest = Tick(self.symbol, time_ms, payload, b64encode(payload).decode())
-        return self.latest
 
     def next_columns(self, n: int, hours: int, session: int) -> dict[str, npt.NDArray[Any]]:
         """The next ``n`` messages' changing fields, by field name, in an open market: what
@@ -239,11 +255,7 @@ class SymbolFeed:
         caller's to add; :attr:`latest` is the caller's to update (``burst`` does both).
         """
         prices, sizes, rolls = self._take(n)
-        if session != self._session:
-            if self._session is not None:
-                self._previous_close = self._regular_close or self._last
-            self._session, self._regular_close = session, None
-            self._volume, self._high, self._low = 0, float(prices[0]), float(prices[0])
+        self._enter_session(session, float(prices[0]))
         high = np.maximum(np.maximum.accumulate(prices), self._high)
         low = np.minimum(np.minimum.accumulate(prices), self._low)
         self._last, self._high, self._low = float(prices[-1]), float(high[-1]), float(low[-1])

@@ -14,16 +14,7 @@ import pytest
 from lake.schema import TICK_FIELDS, PricingData
 from recorder.wire.decode import decode_batch, decode_frame
 from recorder.wire.frames import MAX_FRAME_CHARS, FrameError, SkippedFrame
-
-V2 = '{{"type":"pricing","message":"{}"}}'
-
-
-def v1(msg: PricingData) -> str:
-    return base64.b64encode(msg.SerializeToString()).decode()
-
-
-def v2(msg: PricingData) -> str:
-    return V2.format(v1(msg))
+from tests.kit.frames import HEARTBEAT, envelope, v1, v2
 
 
 def random_message(rng: random.Random) -> PricingData:
@@ -225,7 +216,7 @@ def test_unknown_enum_number_is_kept_as_its_digits() -> None:
         ('{"type":"pricing","message":17}', "no string 'message'"),
         ('["pricing"]', "not an object"),
         ('{"message":"CgFB"}', "no string 'type'"),
-        (V2.format("%%%"), "invalid base64"),
+        (envelope("%%%"), "invalid base64"),
         (base64.b64encode(b"\x0a\x02AB").decode(), "has no time"),
         (base64.b64encode(b"\x18\x02").decode(), "has no id"),
         (base64.b64encode(b"\x0a\x02\xff\xfe\x18\x02").decode(), "not UTF-8"),
@@ -242,13 +233,13 @@ def test_bad_frames_raise_one_error_type_with_a_one_line_reason(frame: str, reas
 
 def test_non_pricing_envelopes_are_skipped_and_counted() -> None:
     good = v2(PricingData(id="AMZN", time=1000, price=1.0))
-    frames = ['{"type":"heartbeat"}', good, '{"type":"status","message":"x"}', good]
+    frames = [HEARTBEAT, good, '{"type":"status","message":"x"}', good]
     batch = decode_batch(frames)
     assert batch.errors == [] and batch.ticks.num_rows == 2
     assert batch.skipped == {"heartbeat": 1, "status": 1}
     assert batch.frame_index.tolist() == [1, 3]
     with pytest.raises(SkippedFrame):
-        decode_frame('{"type":"heartbeat"}')
+        decode_frame(HEARTBEAT)
 
 
 def test_a_bad_frame_does_not_poison_the_good_ones_and_huge_frames_are_cheap() -> None:
@@ -264,6 +255,6 @@ def test_a_bad_frame_does_not_poison_the_good_ones_and_huge_frames_are_cheap() -
 def test_v2_envelope_with_spaces_or_escapes_takes_the_json_path() -> None:
     msg = PricingData(id="MSFT", time=5000, price=417.29)
     spaced = json.dumps({"message": v1(msg), "type": "pricing"})
-    escaped = V2.format(v1(msg).replace("/", "\\/"))
+    escaped = envelope(v1(msg).replace("/", "\\/"))
     rows = actual_rows([spaced, escaped])
     assert [r["id"] for r in rows] == ["MSFT", "MSFT"]

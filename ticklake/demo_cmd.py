@@ -9,30 +9,40 @@ like the seed article's console output.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import datetime as dt
-import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Final
 
 import pyarrow as pa
 
 from analytics.database import database_path, open_db
 from analytics.job import AnalyticsJob, JobConfig
 from lake.clock import SystemClock
-from lake.utc import MINUTE_MS
+from lake.utc import MINUTE_MS, iso_utc
 from recorder.feed import FeedConfig
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.render import shortest_float32
+from ticklake.commands import Command, usage_error
 from ticklake.simulator import Simulator, SimulatorConfig
 
+__all__ = ["COMMAND", "run", "run_demo", "window_lines"]
+
+NAME: Final = "demo"
 DEMO_TICKERS = ("AMZN", "MSFT", "^GSPC", "EURUSD=X", "BTC-USD", "ETH-USD")
 PRICES = ("open", "high", "low", "close")
 
 
-def _hhmm(epoch_ms: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC).strftime("%H:%M")
+def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
+    parser.add_argument("--minutes", type=int, default=2, help="sealed minutes to wait for")
+    parser.add_argument("--rate", type=float, default=2.0, help="simulated msg/s per symbol")
+    parser.add_argument("--data", type=Path, help="fresh data directory (default: a temporary one)")
+
+
+HH_MM: Final = slice(11, 16)
+"""Where ``HH:MM`` sits in :func:`lake.utc.iso_utc`'s ``minutes`` form."""
 
 
 def window_lines(features: pa.Table) -> list[str]:
@@ -40,11 +50,12 @@ def window_lines(features: pa.Table) -> list[str]:
     lines = []
     for row in features.to_pylist():
         start = int(row["window_start"].timestamp() * 1000)
+        begins, ends = iso_utc(start, "minutes"), iso_utc(start + MINUTE_MS, "minutes")
         volume = "-" if row["volume"] is None else f"{row['volume']:,}"
         vwap = "-" if row["vwap"] is None else f"{row['vwap']:.4f}"
         prices = "".join(f"{k} {shortest_float32(row[k])!s:<10} " for k in PRICES)
         lines.append(
-            f"{_hhmm(start)}-{_hhmm(start + MINUTE_MS)} UTC  {row['ticker']:<9} {prices}"
+            f"{begins[HH_MM]}-{ends[HH_MM]} UTC  {row['ticker']:<9} {prices}"
             f"volume {volume:>12}  vwap {vwap:>12}  ticks {row['tick_count']}"
         )
     return lines
@@ -105,15 +116,23 @@ async def run_demo(
     return printed
 
 
-def run(ns_data: Path | None, minutes: int, rate: float) -> int:
-    data = ns_data or Path(tempfile.mkdtemp(prefix="ticklake-demo-")) / "data"
+def run(ns: argparse.Namespace) -> int:
+    """Run the demo in ``ns.data`` (a new temporary directory when None), which must be empty."""
+    data: Path = ns.data or Path(tempfile.mkdtemp(prefix="ticklake-demo-")) / "data"
     if data.exists() and any(data.iterdir()):
-        print(
-            f"ticklake demo: {data} is not empty; the demo wants a fresh directory", file=sys.stderr
-        )
-        return 2
-    printed = asyncio.run(run_demo(data, minutes, rate))
+        return usage_error(NAME, f"{data} is not empty; the demo wants a fresh directory")
+    printed = asyncio.run(run_demo(data, ns.minutes, ns.rate))
     print(f"\n{printed} windows printed. The data is in {data}. Try:")
     print(f'  .venv/bin/ticklake sql --data {data} "FROM seed_features ORDER BY open_time"')
     print(f'  .venv/bin/ticklake sql --data {data} "FROM bars_5m"')
     return 0
+
+
+COMMAND: Final = Command(
+    name=NAME,
+    help="simulator + recorder + features in a fresh data directory, offline",
+    description="Run the whole pipeline against the built-in simulator, printing each "
+    "window's features as it seals (the first within about 75 s).",
+    add_arguments=add_arguments,
+    run=run,
+)

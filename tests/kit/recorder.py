@@ -1,9 +1,9 @@
-"""Helpers for recorder tests against the real simulator: run, then compare lake and journal.
+"""A real :class:`~recorder.recorder.Recorder` against a real
+:class:`~ticklake.simulator.Simulator`, and the lake its journal implies.
 
-``record(...)`` runs a real :class:`~recorder.recorder.Recorder` (SystemClock, real files)
-against a real :class:`~ticklake.simulator.Simulator` on 127.0.0.1 in its own thread, stops
-the simulator first (its close frame follows every frame it sent, so a graceful run loses
-nothing) and then the recorder.
+``record(...)`` runs the Recorder (SystemClock, real files) against the Simulator on
+127.0.0.1 in its own thread, stops the simulator first (its close frame follows every frame
+it sent, so a graceful run loses nothing) and then the recorder.
 
 ``expected_lake(data)`` is what the lake must hold, computed without the lake's code: every
 journaled frame decoded, ticks with a storable symbol, and of each set of identical tick
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
-import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,21 +24,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lake.clock import Clock
-from lake.datadir import TICKS_DIR
-from lake.layout import PART_NAME, minute_placeholder
+from lake.datadir import journal_dir
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
 from lake.symbols import valid_symbol_mask
 from recorder.feed import ConnectionState, FeedConfig
 from recorder.journal import Journal
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.decode import decode_batch
+from tests.kit.lake import lake_table
 from ticklake.simulator import Simulator, SimulatorConfig
-
-WEDNESDAY_15_UTC = dt.datetime(2025, 6, 11, 15, 0, tzinfo=dt.UTC).timestamp()
-"""11:00 in New York on a Wednesday: equities, indices, FX, futures and crypto all stream."""
 
 CRYPTO = ("BTC-USD", "ETH-USD", "SOL-USD")
 
@@ -128,7 +122,7 @@ class Journaled:
 
 def read_journal(data: Path) -> Journaled:
     out = Journaled([], [], [])
-    with Journal.open_reader(data / "journal") as journal:
+    with Journal.open_reader(journal_dir(data)) as journal:
         for batch in journal.iter_records():
             out.seqs += [r.seq for r in batch]
             out.frames += [r.frame for r in batch]
@@ -139,25 +133,6 @@ def read_journal(data: Path) -> Journaled:
 def sent_frames(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines]
-
-
-def lake_files(data: Path) -> dict[str, Path]:
-    """Every minute file, keyed by its path relative to ``data`` (not the tier's zero-row
-    placeholder)."""
-    files = {}
-    for folder, _dirs, names in os.walk(data / TICKS_DIR):
-        if PART_NAME in names and Path(folder, PART_NAME) != minute_placeholder(data):
-            path = Path(folder, PART_NAME)
-            files[str(path.relative_to(data))] = path
-    return files
-
-
-def lake_table(data: Path) -> pa.Table:
-    """The whole lake in LAKE_SCHEMA, sorted by seq (read file by file, no partition columns)."""
-    parts = [pq.read_table(path) for path in lake_files(data).values()]
-    table = pa.concat_tables(parts) if parts else LAKE_SCHEMA.empty_table()
-    assert table.schema.equals(LAKE_SCHEMA)
-    return table.sort_by("seq")
 
 
 def journal_ticks(data: Path) -> pa.Table:
@@ -194,25 +169,3 @@ def assert_lake_is_journal(data: Path) -> pa.Table:
     )
     assert lake.equals(expected), "lake rows differ from the journal's frames"
     return lake
-
-
-def tree(root: Path) -> set[str]:
-    """Every path under ``root`` (files and folders), relative to it."""
-    found = set()
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            found.add(str(Path(folder, name).relative_to(root)))
-    return found
-
-
-def read_seal(data: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((data / "state" / "seal.json").read_text())
-    return result
-
-
-def read_quarantine(data: Path) -> list[dict[str, Any]]:
-    path = data / "quarantine.jsonl"
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]

@@ -1,0 +1,55 @@
+"""``ticklake status``, through its argument parser and handler: the table, the JSON lines
+(times in ISO-8601 milliseconds), retention settings checked against the horizon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from lake.status import TierStatus
+from tests.kit.lake import write_days
+from ticklake import compact_cmd, status_cmd
+from ticklake.commands import Command
+
+
+def command(cmd: Command, data: Path, *argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser, {})
+    return cmd.run(parser.parse_args(["--data", str(data), *argv]))
+
+
+def test_status_shows_each_tier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_days(tmp_path, ["AAPL"], days=2, minutes=3)
+    assert command(compact_cmd.COMMAND, tmp_path, "--before", "2024-01-03") == 0
+    capsys.readouterr()
+    assert command(status_cmd.COMMAND, tmp_path) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["tier", "files", "rows", "bytes"]
+    assert [line.split()[0] for line in table[1:]] == ["minute", "history", "journal"]
+    assert len({line.index("rows") for line in table[:1]}) == 1
+    assert table[1].split()[1:3] == ["6", "36"]  # minute files of both days (one hidden)
+    assert "kept forever" in table[2]
+    command(status_cmd.COMMAND, tmp_path, "--format", "json")
+    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [t["tier"] for t in tiers] == ["minute", "history", "journal"]
+    assert tiers[1]["rows"] == 18 and tiers[1]["oldest"] == "2024-01-02T14:30:00.000Z"
+    bad = command(status_cmd.COMMAND, tmp_path, "--tick-retention-days", "1")
+    assert bad == 2 and "recompute horizon" in capsys.readouterr().err
+
+
+def test_times_in_the_table_are_iso_utc_seconds() -> None:
+    tier = TierStatus("history", 2, 1000, True, 123_456, 1704205800123, 1704292200999, "x", None)
+    table = status_cmd.format_status([tier]).splitlines()
+    assert table[1].split() == [
+        "history", "2", "1,000", "123,456", "2024-01-02T14:30:00Z", "2024-01-03T14:30:00Z", "x",
+    ]  # fmt: skip
+
+
+def test_no_data_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert command(status_cmd.COMMAND, tmp_path / "none") == 2
+    assert capsys.readouterr().err == f"ticklake status: no data directory {tmp_path / 'none'}\n"
