@@ -7,21 +7,29 @@ Invariants:
   then its folder); folders it had to create are fsynced into their parents too;
 - on failure the temporary file is removed and ``path`` is untouched;
 - temporaries are named ``.<name>.<pid>.tmp`` in the target's folder: hidden, never matched
-  by ``*.parquet``, and recognisable by ``is_temporary`` / ``temporary_pid`` for cleanup.
+  by ``*.parquet``, and recognisable by ``is_temporary`` / ``temporary_pid`` for cleanup;
+- inside ``deferred_sync()`` the same writes skip their fsyncs (still atomic for readers);
+  the caller makes them durable at once with ``sync_filesystem`` before relying on them
+  (the lake's files are derived from the journal, so a batch of them needs one sync, not
+  one per file).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import ctypes
+import ctypes.util
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
 __all__ = [
     "TMP_SUFFIX",
     "atomic_write_bytes",
+    "deferred_sync",
     "file_size",
     "fsync_directory",
     "list_names",
@@ -29,11 +37,46 @@ __all__ = [
     "pid_running",
     "replace_file",
     "replace_file_stat",
+    "sync_filesystem",
     "temporary_path",
     "temporary_pid",
 ]
 
 TMP_SUFFIX: Final = ".tmp"
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("deferred_sync", default=False)
+
+
+@contextlib.contextmanager
+def deferred_sync() -> Iterator[None]:
+    """Within the block (this thread or task), file replacements skip their fsyncs."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make every write on ``path``'s filesystem durable: one ``syncfs`` (Linux), else a
+    full ``sync``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS is None or _SYNCFS(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(name, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_SYNCFS: Final = _load_syncfs()
 
 
 def temporary_path(path: Path) -> Path:
@@ -80,6 +123,8 @@ def file_size(path: Path) -> int:
 
 def fsync_directory(directory: Path) -> None:
     """Make creations, renames and deletions in ``directory`` durable."""
+    if _DEFERRED.get():
+        return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -118,7 +163,8 @@ def replace_file_stat(path: Path, write: Callable[[Path], None]) -> os.stat_resu
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            if not _DEFERRED.get():
+                os.fsync(fd)
             stat = os.fstat(fd)
         finally:
             os.close(fd)

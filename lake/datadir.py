@@ -7,6 +7,7 @@
         journal.lock           the writer's lock: a recorder, replay or import holds it
       ticks/                   the minute tier: ticker=/date=/minute=/part.parquet (lake.layout)
         .deleting/             minute folders a compaction retired, until readers let go
+      deltas/                  the open edge: one file per flush, fold markers (lake.deltas)
       history/                 the day tier: ticker=/date=/part.parquet (lake.history)
         .lock                  compaction's lock
       state/seal.json          seal watermark, applied journal seq, late windows (lake.seal)
@@ -36,6 +37,7 @@ JOURNAL_DIR: Final = "journal"
 JOURNAL_LOCK: Final = "journal.lock"
 TICKS_DIR: Final = "ticks"
 HISTORY_DIR: Final = "history"
+DELTAS_DIR: Final = "deltas"
 TRASH_DIR: Final = ".deleting"
 HISTORY_LOCK: Final = ".lock"
 STATE_DIR: Final = "state"

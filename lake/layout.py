@@ -44,7 +44,8 @@ import pyarrow.dataset as ds
 
 from lake.atomic import list_names
 from lake.datadir import HISTORY_DIR, TICKS_DIR
-from lake.schema import LAKE_SCHEMA
+from lake.deltas import DELTA_GLOB, FOLD_GLOB, latest_fold
+from lake.schema import LAKE_SCHEMA, TICK_SCHEMA
 from lake.symbols import SymbolError, validate_symbol
 from lake.utc import MINUTE_MS
 
@@ -244,6 +245,10 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
     so DuckDB prunes those files unopened and their deletion cannot fail the query.
     """
     base, quoted = _lake_root(root)
+    return _with_deltas(base, _files_sql(base, quoted, hidden))
+
+
+def _files_sql(base: Path, quoted: str, hidden: Sequence[str] | None) -> str:
     minute = _holds_parquet(base / TICKS_DIR, 3, minute_placeholder(base))
     history = _holds_parquet(base / HISTORY_DIR, 2, history_placeholder(base))
     minute_sql = _read_parquet_sql(f"'{quoted}/{TICKS_GLOB}'", HIVE_TYPES_SQL)
@@ -258,11 +263,36 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
     return _exactly_once_sql(minute_sql, history_sql, days, hidden)
 
 
+def _with_deltas(base: Path, files_sql: str, where: str = "") -> str:
+    """``files_sql`` plus the rows of the open edge (``lake.deltas``), each row served from
+    exactly one of them by the newest fold marker; unchanged while no marker exists.
+
+    The marker is listed once and joined to both sides, so both use the same one. Delta rows
+    are deduplicated among themselves (two deltas may hold the same seq after a restart; a
+    reconnect may re-send a tick), keeping the lowest seq, as a fold would."""
+    if latest_fold(base) is None:
+        return files_sql
+    quoted = _lake_root(base)[1]
+    fold = (
+        f"(SELECT {_FOLD_FIELDS} FROM (SELECT max(filename) AS name "
+        f"FROM read_blob('{quoted}/{FOLD_GLOB}')))"
+    )
+    deltas = (
+        f"(SELECT {_COLUMNS}, {_DATE_OF_TIME} AS date, {_MINUTE_OF_TIME} AS minute, "
+        f"id AS ticker, true AS delta FROM read_parquet('{quoted}/{DELTA_GLOB}') "
+        f"WHERE seq >= 1{where} "
+        f"QUALIFY row_number() OVER (PARTITION BY {_TICK_COLUMNS} ORDER BY seq) = 1)"
+    )
+    in_files = '(u.seq <= k.b OR (u.seq <= k.s AND epoch_ms(u."time") < k.w))'
+    return (
+        f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM "
+        f"(SELECT *, false AS delta FROM {files_sql} UNION ALL BY NAME {deltas}) AS u, "
+        f"{fold} AS k WHERE u.delta <> {in_files})"
+    )
+
+
 def duckdb_ticker_sql(
-    root: Path | str,
-    symbol: str,
-    day: str | None = None,
-    hidden: Sequence[str] | None = None,
+    root: Path | str, symbol: str, day: str | None = None, hidden: Sequence[str] | None = None
 ) -> str | None:
     """``duckdb_read_sql`` for one ticker: ``symbol`` is a SQL expression (a macro's
     parameter) giving the symbol, ``day`` one giving a DATE or NULL (every day); only that
@@ -294,7 +324,9 @@ def duckdb_ticker_sql(
     history_sql = _read_parquet_sql(history_files, _HISTORY_TYPES_SQL, empty)
     hidden = hidden_days_sql(base) if hidden is None else hidden
     days = f"read_blob({history_files}{empty})"
-    return _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
+    files = _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
+    on_day = f" AND ({day} IS NULL OR {_DATE_OF_TIME} = CAST({day} AS DATE))" if day else ""
+    return _with_deltas(base, files, f" AND id = {symbol}{on_day}")
 
 
 def _lake_root(root: Path | str) -> tuple[Path, str]:
@@ -310,11 +342,7 @@ def _read_parquet_sql(files: str, hive_types: str, options: str = "") -> str:
 
 
 def _exactly_once_sql(
-    minute_sql: str,
-    history_sql: str,
-    day_files: str,
-    hidden: Sequence[str],
-    where: str = "",
+    minute_sql: str, history_sql: str, day_files: str, hidden: Sequence[str], where: str = ""
 ) -> str:
     """Both tiers, each (ticker, date) from exactly one (see ``duckdb_read_sql``):
     ``day_files`` is the ``read_blob(...)`` listing the history files first, ``hidden``
@@ -353,6 +381,12 @@ _U_COLUMNS: Final = ", ".join(f'u."{name}"' for name in LAKE_SCHEMA.names)
 _MINUTE_OF_TIME: Final = "strftime(\"time\" AT TIME ZONE 'UTC', '%H%M')"
 _DAY_RE: Final = "'/ticker=([^/]*)/date=([^/]*)/[^/]*$'"
 _HISTORY_ROWS: Final = f"SELECT {_COLUMNS}, date, {_MINUTE_OF_TIME} AS minute, ticker"
+_DATE_OF_TIME: Final = "CAST(\"time\" AT TIME ZONE 'UTC' AS DATE)"
+_TICK_COLUMNS: Final = ", ".join(f'"{name}"' for name in TICK_SCHEMA.names)
+_FOLD_FIELDS: Final = ", ".join(
+    f"CAST(regexp_extract(name, 'fold-\\d+-(\\d+)-(\\d+)-(\\d+)-\\d+$', {i}) AS BIGINT) AS {n}"
+    for i, n in ((1, "b"), (2, "s"), (3, "w"))
+)
 _EMPTY_SQL: Final = (
     "(SELECT "
     + ", ".join(

@@ -1,16 +1,21 @@
-"""Journal records into the lake: the one path both live recording and replay take.
+"""Journal records into the lake: the paths both live recording and replay take.
 
-Because live recording and ``ticklake replay`` both call :meth:`Ingest.apply` on journal
-records, replaying the journal produces exactly what live recording produced (contract 1).
+Three ways in, one decoder (so replaying the journal produces exactly what live recording
+produced, contract 1):
+- :meth:`Ingest.flush`: live recording appends what arrived since the last flush as one
+  delta (``lake.deltas``): work proportional to the ticks, whatever the number of tickers;
+- :meth:`Ingest.fold`: when minutes seal, their rows move from the deltas into one file per
+  (ticker, minute), written once, synced once, then a fold marker tells readers so;
+- :meth:`Ingest.apply`: replay and start-up catch-up write straight into the minute files,
+  grouped per (ticker, minute) over the whole range they are given.
 
 Invariants:
-- a record's frame is decoded, then its tick is merged into its (ticker, minute) file with
-  the record's ``seq`` and receive time; merging dedupes, so applying a record twice is a
-  no-op;
+- merging dedupes (``lake.dedupe``), so applying a record twice is a no-op; a late tick
+  already stored (a re-sent snapshot) is dropped before it reaches a delta;
 - a bad frame and a tick whose symbol cannot be a folder name are quarantined with their
-  reason and counted, never raised; each is quarantined once, in seq order: only after the
-  batch's lake writes succeeded (a batch that failed is retried whole) and only when its seq
-  is above ``applied_seq`` (a re-applied batch or a replay into the same lake adds nothing);
+  reason and counted, never raised; each is quarantined once (``Quarantine`` skips seqs it
+  already holds), and only after the writes of its batch succeeded (a failed batch is
+  retried whole);
 - any change to an already sealed window's file (a late tick, a replay with a fixed
   decoder) marks that window late, so its features are recomputed.
 """
@@ -19,23 +24,41 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lake.minutes import write_minutes
+from lake.atomic import deferred_sync, sync_filesystem
+from lake.dedupe import merge_ticks
+from lake.deltas import Delta, Fold, designated_to_files, read_delta, write_delta
+from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
 from lake.seal import SealState
+from lake.symbols import valid_symbol_mask
+from lake.utc import MINUTE_MS
 from recorder.journal import JournalRecord
 from recorder.wire.decode import decode_batch
 
+__all__ = [
+    "CHUNK_FRAMES",
+    "Decoded",
+    "FoldResult",
+    "Ingest",
+    "IngestStats",
+    "Refusal",
+    "record_columns",
+]
+
 log = logging.getLogger(__name__)
-CHUNK_FRAMES = 20_000
+CHUNK_FRAMES: Final = 20_000  # frames decoded at once
+GROUP_ROWS: Final = 2_000_000  # rows ``apply_all`` gathers before it writes minute files
 
 
 @dataclass
@@ -57,6 +80,29 @@ class IngestStats:
         self.skipped.update(other.skipped)
 
 
+class Refusal(NamedTuple):
+    seq: int
+    received_us: int
+    reason: str
+    frame: str | bytes
+
+
+@dataclass
+class Decoded:
+    """Frames decoded into lake rows with storable symbols, and what was refused."""
+
+    rows: pa.Table
+    refused: list[Refusal]
+    stats: IngestStats
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: Fold
+    stats: IngestStats
+    remaining: list[Delta]  # deltas that still hold rows the fold did not designate
+
+
 class Ingest:
     """Applies journal records to the lake under ``root`` and records lateness in ``seal``."""
 
@@ -65,16 +111,113 @@ class Ingest:
         self.seal = seal
         self.quarantine = quarantine
 
-    def apply_records(self, records: Sequence[JournalRecord], now_ms: int) -> IngestStats:
-        """Apply records as read back from the journal."""
-        count = len(records)
-        return self.apply(
-            [r.frame for r in records],
-            np.fromiter((r.seq for r in records), dtype=np.int64, count=count),
-            np.fromiter((r.received_at_us for r in records), dtype=np.int64, count=count),
-            now_ms,
-        )
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(
+        self,
+        frames: Sequence[str | bytes],
+        seqs: npt.NDArray[np.int64],
+        received_us: npt.NDArray[np.int64],
+    ) -> Decoded:
+        """Decode frames with their journal ``seqs`` (ascending) and receive times (µs)."""
+        stats = IngestStats(frames=len(frames))
+        batch = decode_batch(frames)
+        stats.skipped, stats.bad_frames = batch.skipped, len(batch.errors)
+        index = batch.frame_index
+        table = batch.ticks.append_column(
+            "received_at", pa.array(received_us[index], type=pa.int64()).cast(RECEIVED_TYPE)
+        ).append_column("seq", pa.array(seqs[index], type=pa.int64()))
+        table = table.cast(LAKE_SCHEMA)
+        storable = pc.and_(valid_symbol_mask(table["id"]), pc.is_valid(table["time"]))
+        refused_rows = np.flatnonzero(~storable.to_numpy(zero_copy_only=False))
+        refused = [(int(e.index), e.reason) for e in batch.errors]
+        for row in refused_rows.tolist():
+            symbol = table["id"][row].as_py()
+            reason = f"symbol {symbol!r} cannot be stored (see ticklake symbol rules)"
+            refused.append((int(index[row]), reason))
+        stats.bad_symbols = len(refused_rows)
+        if len(refused_rows):
+            log.warning("event=lake_rows_rejected rows=%d", len(refused_rows))
+            table = table.filter(storable)
+        entries = [
+            Refusal(int(seqs[i]), int(received_us[i]), reason, frames[i])
+            for i, reason in sorted(refused)
+        ]
+        return Decoded(table, entries, stats)
 
+    def _quarantine(self, decoded: Decoded) -> None:
+        for refusal in decoded.refused:
+            self.quarantine.add(refusal.seq, refusal.received_us, refusal.reason, refusal.frame)
+
+    # -- live: one delta per flush ------------------------------------------------------------
+    def flush(
+        self,
+        frames: Sequence[str | bytes],
+        seqs: npt.NDArray[np.int64],
+        received_us: npt.NDArray[np.int64],
+        pending: Sequence[Delta] = (),
+    ) -> tuple[Delta | None, IngestStats]:
+        """Decode frames and append their new ticks to the lake as one delta (None if none).
+
+        A tick the lake already holds (a re-sent snapshot, a frame sent twice) is dropped
+        here, under the lake's dedupe rules, against the files of minutes already sealed and
+        against ``pending``, the deltas not yet folded: readers never see a tick twice, and
+        ``ticks_added`` counts each tick once."""
+        decoded = self.decode(frames, seqs, received_us)
+        rows = _new_rows(self._stored_like(decoded.rows, pending), decoded.rows)
+        decoded.stats.ticks_added = rows.num_rows
+        decoded.stats.duplicates = decoded.rows.num_rows - rows.num_rows
+        delta = write_delta(self.root, rows)  # may raise: the batch is retried whole
+        self._quarantine(decoded)
+        return delta, decoded.stats
+
+    def _stored_like(self, rows: pa.Table, pending: Sequence[Delta]) -> pa.Table:
+        """Stored rows that could equal one of ``rows``: same ticker and time."""
+        times = _times(rows)
+        if not len(times):
+            return LAKE_SCHEMA.empty_table()
+        parts = [self._sealed_like(rows, times)]
+        ordered = np.sort(times)
+        for delta in pending:  # a delta's time range overlapping the batch's times
+            lo = np.searchsorted(ordered, delta.min_time_ms)
+            hi = np.searchsorted(ordered, delta.max_time_ms, side="right")
+            if hi > lo:
+                parts.append(read_delta(delta))
+        stored = pa.concat_tables(parts)
+        same_time = pc.is_in(stored["time"], value_set=rows["time"])
+        return stored.filter(pc.and_(same_time, pc.is_in(stored["id"], value_set=rows["id"])))
+
+    def _sealed_like(self, rows: pa.Table, times: npt.NDArray[np.int64]) -> pa.Table:
+        """The stored rows of the sealed minutes ``rows`` touch (late ticks: rare)."""
+        late = rows.filter(pa.array(times < self.seal.watermark_ms))
+        parts = [LAKE_SCHEMA.empty_table()]
+        for ticker in pc.unique(late["id"]).to_pylist():
+            mine = late.filter(pc.equal(late["id"], ticker))
+            minutes = np.unique(_times(mine) // MINUTE_MS * MINUTE_MS).tolist()
+            parts.append(read_minutes(self.root, ticker, minutes))
+        return pa.concat_tables(parts)
+
+    # -- live: the fold at each seal ----------------------------------------------------------
+    def fold(self, deltas: Sequence[Delta], old: Fold, new: Fold, now_ms: int) -> FoldResult:
+        """Write the rows ``new`` designates to files and ``old`` did not, once per (ticker,
+        minute), sync them once, publish nothing (the caller publishes ``new``)."""
+        parts, remaining, lowest = [], [], new.seq + 1
+        for delta in deltas:
+            rows = read_delta(delta)
+            seqs, times = _seqs(rows), _times(rows)
+            now_in = designated_to_files(new, seqs, times)
+            moving = now_in & ~designated_to_files(old, seqs, times)
+            if moving.any():
+                parts.append(rows.filter(pa.array(moving)))
+            if not now_in.all():
+                remaining.append(delta)
+                lowest = min(lowest, int(seqs[~now_in].min()))
+        stats = self._write_files(parts, now_ms)
+        stats.ticks_added = stats.duplicates = 0  # counted when they were flushed
+        base = max(old.base_seq, min(lowest, new.seq + 1) - 1)
+        fold = Fold(new.generation, base, new.seq, new.watermark_ms, new.published_ms)
+        return FoldResult(fold, stats, remaining)
+
+    # -- replay and catch-up: straight into minute files --------------------------------------
     def apply(
         self,
         frames: Sequence[str | bytes],
@@ -82,47 +225,100 @@ class Ingest:
         received_us: npt.NDArray[np.int64],
         now_ms: int,
     ) -> IngestStats:
-        """Apply frames with their journal ``seqs`` (ascending) and receive times (µs).
+        """Apply frames with their journal ``seqs`` (ascending) and receive times (µs)
+        straight to the minute files, in chunks of ``CHUNK_FRAMES``."""
+        stats, pending = IngestStats(), []
+        for i in range(0, len(frames), CHUNK_FRAMES):
+            part = slice(i, i + CHUNK_FRAMES)
+            pending.append(self.decode(frames[part], seqs[part], received_us[part]))
+            stats.add(pending[-1].stats)
+        stats.add(self._write_files([d.rows for d in pending], now_ms))
+        self._quarantine_all(pending)
+        if len(seqs):
+            self.seal.applied_seq = max(self.seal.applied_seq, int(seqs[-1]))
+        return stats
 
-        Large inputs go through in chunks of ``CHUNK_FRAMES`` so decoding memory stays bounded.
-        """
-        if len(frames) > CHUNK_FRAMES:
-            stats = IngestStats()
-            for i in range(0, len(frames), CHUNK_FRAMES):
-                part = slice(i, i + CHUNK_FRAMES)
-                stats.add(self.apply(frames[part], seqs[part], received_us[part], now_ms))
+    def apply_records(self, records: Sequence[JournalRecord], now_ms: int) -> IngestStats:
+        """Apply records as read back from the journal."""
+        return self.apply_all([records], now_ms)
+
+    def apply_all(self, batches: Iterable[Sequence[JournalRecord]], now_ms: int) -> IngestStats:
+        """Apply every record of ``batches``, gathering up to ``GROUP_ROWS`` rows before
+        writing, so each (ticker, minute) file of a long range is written about once."""
+        stats, pending, rows, last = IngestStats(), [], 0, 0
+        for records in batches:
+            for i in range(0, len(records), CHUNK_FRAMES):
+                pending.append(self.decode(*record_columns(records[i : i + CHUNK_FRAMES])))
+                stats.add(pending[-1].stats)
+                rows += pending[-1].rows.num_rows
+            last = records[-1].seq if records else last
+            if rows >= GROUP_ROWS:
+                self._write_pending(pending, now_ms, last, stats)
+                pending, rows = [], 0
+        self._write_pending(pending, now_ms, last, stats)
+        return stats
+
+    def _write_pending(
+        self, pending: list[Decoded], now_ms: int, last_seq: int, stats: IngestStats
+    ) -> None:
+        stats.add(self._write_files([d.rows for d in pending], now_ms))
+        self._quarantine_all(pending)
+        self.seal.applied_seq = max(self.seal.applied_seq, last_seq)
+
+    def _quarantine_all(self, pending: list[Decoded]) -> None:
+        for decoded in pending:
+            self._quarantine(decoded)
+
+    def _write_files(self, parts: list[pa.Table], now_ms: int) -> IngestStats:
+        """Write rows into their minute files, each once, then make them all durable with one
+        filesystem sync; count what changed and mark the sealed windows that changed late."""
+        stats = IngestStats()
+        parts = [p for p in parts if p.num_rows]
+        if not parts:
             return stats
-        stats = IngestStats(frames=len(frames))
-        if not frames:
-            return stats
-        applied_before = self.seal.applied_seq
-        batch = decode_batch(frames)
-        stats.skipped = batch.skipped
-        stats.bad_frames = len(batch.errors)
-        rows = batch.frame_index
-        table = batch.ticks.append_column(
-            "received_at", pa.array(received_us[rows], type=pa.int64()).cast(RECEIVED_TYPE)
-        ).append_column("seq", pa.array(seqs[rows], type=pa.int64()))
-        written = write_minutes(self.root, table.cast(LAKE_SCHEMA))  # may raise: retried whole
-        refused = [(error.index, error.reason) for error in batch.errors]
-        for row in written.rejected.select(["id", "seq"]).to_pylist():
-            reason = f"symbol {row['id']!r} cannot be stored (see ticklake symbol rules)"
-            refused.append((int(np.searchsorted(seqs, row["seq"])), reason))
-        for i, reason in sorted(refused):
-            if seqs[i] > applied_before:  # frames up to applied_seq were quarantined already
-                self.quarantine.add(int(seqs[i]), int(received_us[i]), reason, frames[i])
-        stats.bad_symbols = written.rejected_rows
+        with deferred_sync():
+            written = write_minutes(self.root, pa.concat_tables(parts))
+        sync_filesystem(self.root)
+        self._count(written, now_ms, stats)
+        return stats
+
+    def _count(self, written: MinutesWrite, now_ms: int, stats: IngestStats) -> None:
         for write in written.writes:
             added = write.rows_after - write.rows_before
             stats.ticks_added += added
             stats.duplicates += write.rows_in - added
             stats.files_written += int(write.written)
-            if not write.written:
+            if not write.written or not self.seal.is_sealed(write.minute_start_ms):
                 continue
             ticker, minute_ms = write.ticker, write.minute_start_ms
-            if self.seal.is_sealed(minute_ms):
-                self.seal.mark_late(ticker, minute_ms, now_ms)
-                stats.late_ticks += added
-                log.info("event=late_ticks ticker=%s window=%d ticks=%d", ticker, minute_ms, added)
-        self.seal.applied_seq = max(self.seal.applied_seq, int(seqs[-1]))
-        return stats
+            self.seal.mark_late(ticker, minute_ms, now_ms)
+            stats.late_ticks += added
+            log.info("event=late_ticks ticker=%s window=%d ticks=%d", ticker, minute_ms, added)
+
+
+def _new_rows(stored: pa.Table, incoming: pa.Table) -> pa.Table:
+    """The rows of ``incoming`` that the dedupe rules keep beside ``stored``."""
+    merged, _ = merge_ticks(stored, incoming)
+    kept = pc.is_in(incoming["seq"], value_set=merged["seq"])
+    fresh = pc.invert(pc.is_in(incoming["seq"], value_set=stored["seq"]))
+    return incoming.filter(pc.and_(kept, fresh))
+
+
+def record_columns(
+    records: Sequence[JournalRecord],
+) -> tuple[list[str | bytes], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Frames, seqs and receive times (µs) of journal records, as ``Ingest`` takes them."""
+    count = len(records)
+    return (
+        [r.frame for r in records],
+        np.fromiter((r.seq for r in records), dtype=np.int64, count=count),
+        np.fromiter((r.received_at_us for r in records), dtype=np.int64, count=count),
+    )
+
+
+def _times(rows: pa.Table) -> npt.NDArray[np.int64]:
+    return np.asarray(rows["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _seqs(rows: pa.Table) -> npt.NDArray[np.int64]:
+    return np.asarray(rows["seq"].to_numpy(), dtype=np.int64)

@@ -3,8 +3,11 @@
 The receive path does one thing per batch of frames: append them to the journal (contract 1)
 and keep them in a bounded in-memory backlog. Everything else happens in *cycles*, every
 ``flush_interval`` and at every seal deadline (minute end + lateness): the journal is made
-durable up to the backlog's last seq, the backlog is applied to the lake in a worker thread,
-and the seal watermark is advanced and published.
+durable up to the backlog's last seq, the backlog is decoded and appended to the lake as one
+delta in a worker thread (``lake.deltas``), and when minutes seal, a *fold* writes each
+sealed (ticker, minute) file once from the deltas, syncs them once, publishes a fold marker
+for readers and the seal watermark for analytics. The recorder's work grows with the ticks
+it stores, not with tickers x flushes.
 
 Invariants:
 - nothing reaches the lake before it is fsynced in the journal, so a seq seen in the lake is
@@ -12,12 +15,16 @@ Invariants:
 - a frame the journal rejects (a full disk) is dropped, counted and logged once per outage,
   and recording goes on: the journal resumes by itself once space returns;
 - the receive path never waits on Parquet: a slow disk grows the backlog; past
-  ``max_backlog`` frames the backlog is dropped from memory and the next cycle reads those
-  frames back from the journal (logged as ``event=backlog_overflow``); memory stays bounded;
-- at start, every journaled frame after the seal's ``applied_seq`` is replayed into the lake
-  (the same catch-up path), so a crash loses nothing the journal kept;
+  ``max_backlog`` frames or ``max_backlog_mb`` of frame text (counting the backlog the cycle
+  in flight holds) the backlog is dropped from memory and the next cycle reads those frames
+  back from the journal (logged as ``event=backlog_overflow``); memory stays bounded;
+- at start, every journaled frame after the seal's ``applied_seq`` (every row up to it is
+  in the lake's files) is replayed straight into the minute files, so a crash loses nothing
+  the journal kept; deltas are not synced, the journal is their durable copy;
 - the watermark is published only after every frame received before the cycle began is in
-  the lake.
+  the lake's files, synced;
+- stopping never drains a backlog: the journal is synced, a small backlog is flushed as a
+  delta, and whatever else is left is replayed by the next start.
 """
 
 from __future__ import annotations
@@ -25,21 +32,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from lake import failpoints
 from lake.clock import Clock, SystemClock
+from lake.compact import DEFAULT_GRACE_S
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
+from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
 from lake.errors import LakeError
 from lake.minutes import clean_temporaries
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal, watermark_at
 from lake.sessions import SessionLog
-from lake.utc import MINUTE_MS
+from lake.utc import DAY_S, HOUR_MS, MINUTE_MS
 from recorder.feed import Feed, FeedConfig
-from recorder.ingest import Ingest, IngestStats
+from recorder.ingest import Ingest, IngestStats, record_columns
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
 
 log = logging.getLogger(__name__)
@@ -53,10 +65,12 @@ class RecorderConfig:
     group_commit_ms: int = 200
     flush_interval: float = 5.0
     lateness: float = 10.0
-    recompute_horizon: float = 24 * 3600.0
+    recompute_horizon: float = DAY_S
     journal_retention_days: float = 30.0
     compress_journal: bool = True
     max_backlog: int = 500_000
+    max_backlog_mb: float = 256.0
+    stop_flush_frames: int = 50_000  # at stop, a backlog up to this is flushed; more waits
     feed: FeedConfig = field(default_factory=FeedConfig)
 
 
@@ -65,6 +79,7 @@ class _Backlog:
     frames: list[str | bytes] = field(default_factory=list)
     seqs: list[range] = field(default_factory=list)
     received: list[int] = field(default_factory=list)
+    size: int = 0  # characters of frame text held
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -95,8 +110,14 @@ class Recorder:
         self.feed = Feed(config.feed, config.tickers, self._on_frames, self.clock, self.sessions)
         self.stats = IngestStats()
         self.frames_dropped = 0  # frames the journal rejected (disk full) since it last wrote
+        self.fold = latest_fold(data) or Fold(0, 0, 0, 0)
+        self._deltas: list[Delta] = []  # this process's deltas not yet folded completely
+        self._flushed_seq = 0  # every seq up to this is in a delta or a file
+        self._late_pending = False  # a delta holds ticks of minutes already sealed
         self._backlog = _Backlog()
+        self._in_flight = 0  # characters of frame text the cycle in flight holds
         self._catching_up = True  # start by replaying what the lake has not applied yet
+        self._started = False
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -122,9 +143,13 @@ class Recorder:
         backlog.frames.extend(texts)
         backlog.seqs.append(seqs)
         backlog.received.append(received_at_us)
-        if len(backlog) > self.config.max_backlog:
+        backlog.size += sum(map(len, texts))
+        held = backlog.size + self._in_flight
+        if len(backlog) > self.config.max_backlog or held > self.config.max_backlog_mb * 1e6:
             log.warning(
-                "event=backlog_overflow frames=%d action=read_back_from_journal", len(backlog)
+                "event=backlog_overflow frames=%d bytes=%d action=read_back_from_journal",
+                len(backlog),
+                held,
             )
             self._backlog = _Backlog()
             self._catching_up = True
@@ -135,58 +160,131 @@ class Recorder:
         return min(last_cycle + self.config.flush_interval, max(seal_due, last_cycle))
 
     async def cycle(self) -> IngestStats:
-        """Make the journal durable, apply what arrived to the lake, advance the seal."""
+        """Make the journal durable, append what arrived as a delta, fold sealed minutes."""
         now = self.clock.now()
         now_ms = int(now * 1000)
         backlog, self._backlog = self._backlog, _Backlog()
+        self._in_flight = backlog.size
         catch_up_to = self.journal.next_seq - 1 if self._catching_up else 0
         self._catching_up = False
         await self.journal.sync_in_thread()
-        if catch_up_to:
-            stats = await asyncio.to_thread(self._catch_up, catch_up_to, now_ms)
-        else:
-            stats = IngestStats()
-        stats.add(await asyncio.to_thread(self._apply_backlog, backlog, now_ms))
+        stats = IngestStats()
+        if not self._started:
+            stats.add(await asyncio.to_thread(self._start, catch_up_to, now_ms))
+        elif catch_up_to:
+            stats.add(await asyncio.to_thread(self._reflush, catch_up_to))
+        stats.add(await asyncio.to_thread(self._flush_backlog, backlog))
+        self._in_flight = 0
+        del backlog
+        target = watermark_at(now, self.config.lateness)
+        if target > self.fold.watermark_ms or self._late_pending:
+            stats.add(await asyncio.to_thread(self._fold, target, now_ms))
         self.stats.add(stats)
         self.quarantine.flush()
-        moved = self.seal.advance(watermark_at(now, self.config.lateness))
-        self.seal.trim(now_ms, int(self.config.recompute_horizon * 1000))
-        await asyncio.to_thread(save_seal, self.config.data, self.seal)
-        if moved:
-            log.info("event=seal watermark_ms=%d applied_seq=%d", *self._seal_fields())
         return stats
 
     def _seal_fields(self) -> tuple[int, int]:
         return self.seal.watermark_ms, self.seal.applied_seq
 
-    def _catch_up(self, until_seq: int, now_ms: int) -> IngestStats:
+    def _start(self, until_seq: int, now_ms: int) -> IngestStats:
+        """Replay what the lake's files lack straight into them, then publish a marker that
+        says so (readers see the deltas from then on)."""
         stats = IngestStats()
         start = self.seal.applied_seq + 1
-        if start > until_seq:
-            return stats
-        log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
-        # A reader of its own: the writer's buffer belongs to the event loop's thread.
-        with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
-            for records in reader.iter_records(start, until_seq + 1):
-                stats.add(self.ingest.apply_records(records, now_ms))
+        if start <= until_seq:
+            log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
+            # A reader of its own: the writer's buffer belongs to the event loop's thread.
+            with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
+                stats = self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms)
+            if stats.files_written:
+                failpoints.reach("replay_files_written")
+        self._flushed_seq = max(self.seal.applied_seq, until_seq)
+        base = self._flushed_seq
+        watermark = max(self.fold.watermark_ms, self.seal.watermark_ms)
+        self._publish(Fold(self.fold.generation + 1, base, base, watermark, now_ms))
+        self.seal.applied_seq = base
+        save_seal(self.config.data, self.seal)
+        self._started = True
         return stats
 
-    def _apply_backlog(self, backlog: _Backlog, now_ms: int) -> IngestStats:
+    def _reflush(self, until_seq: int) -> IngestStats:
+        """After a dropped backlog: read the frames after the last flushed one back from the
+        journal and append them as deltas."""
+        stats = IngestStats()
+        if self._flushed_seq >= until_seq:
+            return stats
+        log.info("event=reflush from_seq=%d to_seq=%d", self._flushed_seq + 1, until_seq)
+        with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
+            for records in reader.iter_records(self._flushed_seq + 1, until_seq + 1):
+                stats.add(self._flush(*record_columns(records)))
+        return stats
+
+    def _flush_backlog(self, backlog: _Backlog) -> IngestStats:
         if not backlog.frames:
             return IngestStats()
         seqs = np.concatenate([np.arange(r.start, r.stop, dtype=np.int64) for r in backlog.seqs])
         counts = [len(r) for r in backlog.seqs]
         received = np.repeat(np.asarray(backlog.received, dtype=np.int64), counts)
-        stats = IngestStats()
-        if seqs[0] > self.seal.applied_seq + 1:  # never leave a hole below applied_seq
-            stats.add(self._catch_up(int(seqs[0]) - 1, now_ms))
-        keep = seqs > self.seal.applied_seq  # already applied by a catch-up in this cycle
+        keep = seqs > self._flushed_seq  # already flushed by a reflush in this cycle
         if not keep.all():
             frames = [f for f, k in zip(backlog.frames, keep, strict=True) if k]
-            stats.add(self.ingest.apply(frames, seqs[keep], received[keep], now_ms))
-        else:
-            stats.add(self.ingest.apply(backlog.frames, seqs, received, now_ms))
+            return self._flush(frames, seqs[keep], received[keep])
+        return self._flush(backlog.frames, seqs, received)
+
+    def _flush(
+        self,
+        frames: Sequence[str | bytes],
+        seqs: npt.NDArray[np.int64],
+        received: npt.NDArray[np.int64],
+    ) -> IngestStats:
+        if not len(seqs):
+            return IngestStats()
+        delta, stats = self.ingest.flush(frames, seqs, received, self._deltas)
+        if delta is not None:
+            failpoints.reach("delta_written")
+            self._deltas.append(delta)
+            self._late_pending |= delta.min_time_ms < self.fold.watermark_ms
+        self._flushed_seq = max(self._flushed_seq, int(seqs[-1]))
         return stats
+
+    def _fold(self, target_ms: int, now_ms: int) -> IngestStats:
+        """Seal the minutes before ``target_ms``: their files, one sync, the marker, the seal."""
+        old = self.fold
+        watermark = max(target_ms, old.watermark_ms)
+        wanted = Fold(old.generation + 1, old.base_seq, self._flushed_seq, watermark, now_ms)
+        result = self.ingest.fold(self._deltas, old, wanted, now_ms)
+        if result.stats.files_written:
+            failpoints.reach("fold_files_written")
+        self._publish(result.fold)
+        failpoints.reach("fold_published")
+        self._deltas, self._late_pending = result.remaining, False
+        moved = self.seal.advance(watermark)
+        self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
+        self.seal.trim(now_ms, int(self.config.recompute_horizon * 1000))
+        save_seal(self.config.data, self.seal)
+        if moved:
+            log.info("event=seal watermark_ms=%d applied_seq=%d", *self._seal_fields())
+        prune(self.config.data, now_ms, DEFAULT_GRACE_S)
+        return result.stats
+
+    def _flush_at_stop(self) -> None:
+        """Flush what is left as a delta if that is quick; otherwise leave it to the next
+        start, which replays it from the journal."""
+        journaled = self.journal.next_seq - 1
+        left = journaled - self._flushed_seq
+        if not self._started or left <= 0:
+            return
+        if left > self.config.stop_flush_frames:
+            log.info("event=stop_left_backlog frames=%d", left)
+        elif self._catching_up:
+            self.stats.add(self._reflush(journaled))
+        else:
+            self.stats.add(self._flush_backlog(self._backlog))
+
+    def _publish(self, fold: Fold) -> None:
+        ensure_deltas_dir(self.config.data)
+        publish_fold(self.config.data, fold)
+        self.fold = fold
 
     async def _cycles(self) -> None:
         last = self.clock.now()
@@ -212,7 +310,7 @@ class Recorder:
 
     async def _housekeeping(self) -> None:
         while not self._stop.is_set():
-            retention_us = int(self.config.journal_retention_days * 86400e6)
+            retention_us = int(self.config.journal_retention_days * DAY_S * 1e6)
             oldest = int(self.clock.now() * 1e6) - retention_us
             try:
                 removed = self.journal.prune(oldest, keep_after_seq=self.seal.applied_seq)
@@ -222,7 +320,7 @@ class Recorder:
                     await asyncio.to_thread(self.journal.compress_closed)
             except (JournalError, OSError) as exc:
                 log.error("event=housekeeping_failed reason=%s", exc)
-            await self.clock.sleep(3600.0)
+            await self.clock.sleep(HOUR_MS / 1000)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish: close sockets, apply the backlog, fsync, return."""
@@ -262,7 +360,8 @@ class Recorder:
 
     async def _close(self) -> None:
         try:
-            await self.cycle()
+            await self.journal.sync_in_thread()
+            await asyncio.to_thread(self._flush_at_stop)
         finally:
             self.journal.close()
             self.quarantine.close()

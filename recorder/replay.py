@@ -8,8 +8,9 @@ recording takes, so it produces exactly what live recording produced:
 - ``into`` another directory, replay builds a fresh lake from the journal alone: after a
   decoder fix, build it there, check it, and swap it in while the recorder is stopped.
 
-``start_us``/``end_us`` select frames by receive time. The journal's lock is taken, so replay
-refuses to run beside a recorder writing the same journal.
+``start_us``/``end_us`` select frames by receive time. The data directory's writer lock is
+taken, so replay refuses to run beside a recorder; the journal itself is opened read-only
+and never repaired (a torn tail is the recorder's to cut).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lake.datadir import journal_dir
+from lake.datadir import WriterLock, journal_dir
+from lake.deltas import Fold, latest_fold, publish_fold
 from lake.minutes import clean_temporaries
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal
@@ -34,24 +36,35 @@ def replay(
     end_us: int | None = None,
     into: Path | None = None,
 ) -> IngestStats:
+    """Apply the journal of ``data`` (all of it, or the frames received in ``[start_us,
+    end_us)``) to the lake of ``into`` (default: ``data``), each (ticker, minute) file
+    written about once (``Ingest.apply_all``). The source journal is only read."""
     target = into or data
-    stats = IngestStats()
-    with Journal.open(journal_dir(data)) as journal:  # the lock: no recorder beside us
+    with WriterLock.acquire(journal_dir(data)):  # no recorder beside us
         target.mkdir(parents=True, exist_ok=True)
         clean_temporaries(target)
         seal = load_seal(target)
         applied = seal.applied_seq
         quarantine = Quarantine(target)
         ingest = Ingest(target, seal, quarantine)
-        if start_us is None and end_us is None:
-            batches = journal.iter_records()
-        else:
-            batches = journal.iter_records_between(start_us or 0, end_us or (1 << 62))
-        for records in batches:
-            stats.add(ingest.apply_records(records, now_ms))
-            log.info("event=replay_progress applied_seq=%d", records[-1].seq)
+        with Journal.open_reader(journal_dir(data)) as journal:
+            if start_us is None and end_us is None:
+                batches = journal.iter_records()
+            else:
+                batches = journal.iter_records_between(start_us or 0, end_us or (1 << 62))
+            stats = ingest.apply_all(batches, now_ms)
         quarantine.close()
+        log.info("event=replay_done applied_seq=%d frames=%d", seal.applied_seq, stats.frames)
         if start_us is not None or end_us is not None:
             seal.applied_seq = applied  # a partial replay must not skip frames after its range
+        _designate_files(target, seal.applied_seq, now_ms)
         save_seal(target, seal)
     return stats
+
+
+def _designate_files(target: Path, base_seq: int, now_ms: int) -> None:
+    """Tell readers of a lake with deltas that every row up to ``base_seq`` is in files."""
+    fold = latest_fold(target)
+    if fold is not None and base_seq > fold.base_seq:
+        seq = max(fold.seq, base_seq)
+        publish_fold(target, Fold(fold.generation + 1, base_seq, seq, fold.watermark_ms, now_ms))

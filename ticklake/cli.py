@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from lake import failpoints
 from ticklake import (
     __version__,
     analyze_cmd,
@@ -60,10 +61,7 @@ INTERRUPTED: Final = 130
 
 def _config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="settings file (default: ./ticklake.toml)",
+        "--config", type=Path, metavar="FILE", help="settings file (default: ./ticklake.toml)"
     )
 
 
@@ -74,7 +72,7 @@ def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
         [LOG_LEVEL, *(option for command in COMMANDS for option in command.settings)],
         file_values,
         os.environ,
-        [name for command in COMMANDS for name in command.other_env],
+        [failpoints.ENV, *(name for command in COMMANDS for name in command.other_env)],
     )
     parser = argparse.ArgumentParser(
         prog="ticklake",

@@ -29,12 +29,7 @@ __all__ = ["ANALYTICS", "COMMAND", "RECORD_OPTIONS", "recorder_config", "run"]
 
 NAME: Final = "record"
 RECORD_OPTIONS: Final = (
-    Option(
-        "tickers",
-        tickers,
-        (),
-        "symbols to record, comma separated (e.g. AMZN,^GSPC,BTC-USD)",
-    ),
+    Option("tickers", tickers, (), "symbols to record, comma separated (e.g. AMZN,^GSPC,BTC-USD)"),
     Option("url", str, DEFAULT_URL, "streamer URL (the simulator's for offline use)"),
     Option(
         "fsync",
@@ -44,35 +39,16 @@ RECORD_OPTIONS: Final = (
         choices=("group", "always", "os"),
     ),
     Option("group_commit_ms", positive_int, 200, "journal group-commit interval, ms"),
-    Option(
-        "flush_interval",
-        positive_float,
-        5.0,
-        "seconds between flushes of the open minute",
-    ),
+    Option("flush_interval", positive_float, 5.0, "seconds between flushes of the open minute"),
     LATENESS,
     RECOMPUTE_HORIZON,
     JOURNAL_RETENTION_DAYS,
     Option("compress_journal", boolean, True, "zstd-compress rotated journal segments"),
-    Option(
-        "max_backlog",
-        positive_int,
-        500_000,
-        "frames held in memory before reading back",
-    ),
+    Option("max_backlog", positive_int, 500_000, "frames held in memory before reading back"),
+    Option("max_backlog_mb", positive_float, 256.0, "MB of frames held before reading back"),
     Option("symbols_per_connection", positive_int, 100, "symbols per WebSocket connection"),
-    Option(
-        "resubscribe_every",
-        positive_float,
-        15.0,
-        "seconds between re-sent subscriptions",
-    ),
-    Option(
-        "stale_after",
-        positive_float,
-        60.0,
-        "seconds of silence (open market) -> reconnect",
-    ),
+    Option("resubscribe_every", positive_float, 15.0, "seconds between re-sent subscriptions"),
+    Option("stale_after", positive_float, 60.0, "seconds of silence (open market) -> reconnect"),
 )
 """The recorder's settings (``DATA`` aside), in ``--help`` order."""
 ANALYTICS: Final = Option(
@@ -106,6 +82,7 @@ def recorder_config(ns: argparse.Namespace) -> RecorderConfig:
         journal_retention_days=ns.journal_retention_days,
         compress_journal=ns.compress_journal,
         max_backlog=ns.max_backlog,
+        max_backlog_mb=ns.max_backlog_mb,
         feed=feed,
     )
 

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake.compact import compact_eligible
 from lake.datadir import QUARANTINE_FILE, TICKS_DIR, seal_file, sessions_file
+from lake.dedupe import merge_ticks
+from lake.deltas import designated_to_files, latest_fold, list_deltas, read_delta
 from lake.layout import PART_NAME, duckdb_read_sql, minute_placeholder, ticker_dir
 from lake.minutes import list_minutes, list_tickers, read_minutes, write_minutes
 from lake.schema import LAKE_SCHEMA
@@ -128,12 +131,26 @@ def lake_files(data: Path) -> dict[str, Path]:
 
 
 def lake_table(data: Path) -> pa.Table:
-    """The whole minute tier in LAKE_SCHEMA, sorted by seq (read file by file, no partition
-    columns)."""
+    """Every tick a reader sees, in LAKE_SCHEMA, sorted by seq: the minute files' rows and the
+    deltas' rows, each kept where the newest fold marker designates it (read file by file
+    with PyArrow, not through the SQL under test; no partition columns)."""
     parts = [pq.read_table(path) for path in lake_files(data).values()]
     table = pa.concat_tables(parts) if parts else LAKE_SCHEMA.empty_table()
     assert table.schema.equals(LAKE_SCHEMA)
+    fold = latest_fold(data)
+    if fold is not None:
+        table = table.filter(pa.array(designated_to_files(fold, *_seqs_times(table))))
+        edge = [read_delta(d) for d in list_deltas(data)]
+        if edge:
+            rows, _ = merge_ticks(LAKE_SCHEMA.empty_table(), pa.concat_tables(edge))
+            rows = rows.filter(pa.array(~designated_to_files(fold, *_seqs_times(rows))))
+            table = pa.concat_tables([table, rows])
     return table.sort_by("seq")
+
+
+def _seqs_times(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    seqs = np.asarray(table["seq"].to_numpy(), dtype=np.int64)
+    return seqs, np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
 
 
 def tree(root: Path) -> set[str]:

@@ -24,16 +24,18 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lake.clock import Clock
 from lake.datadir import journal_dir
+from lake.deltas import latest_fold
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE, TICK_SCHEMA
 from lake.symbols import valid_symbol_mask
 from recorder.feed import ConnectionState, FeedConfig
 from recorder.journal import Journal
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.decode import decode_batch
-from tests.kit.lake import lake_table
+from tests.kit.lake import lake_files, lake_table, read_seal
 from ticklake.simulator import Simulator, SimulatorConfig
 
 CRYPTO = ("BTC-USD", "ETH-USD", "SOL-USD")
@@ -169,3 +171,18 @@ def assert_lake_is_journal(data: Path) -> pa.Table:
     )
     assert lake.equals(expected), "lake rows differ from the journal's frames"
     return lake
+
+
+def assert_files_hold_applied(data: Path) -> int:
+    """The seal's ``applied_seq`` is the fold marker's ``base_seq``, and every journaled tick
+    up to it is in the minute files themselves (not only in a delta); returns it."""
+    applied = int(read_seal(data)["applied_seq"])
+    fold = latest_fold(data)
+    assert fold is not None and fold.base_seq == applied
+    expected = expected_lake(data)
+    wanted = set(expected.filter(pc.less_equal(expected["seq"], applied))["seq"].to_pylist())
+    in_files = set()
+    for path in lake_files(data).values():
+        in_files.update(pq.read_table(path, columns=["seq"])["seq"].to_pylist())
+    assert wanted <= in_files, f"applied seqs missing from files: {sorted(wanted - in_files)[:10]}"
+    return applied

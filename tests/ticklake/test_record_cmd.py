@@ -16,9 +16,10 @@ from typing import IO
 
 import pytest
 
-from tests.kit.lake import read_seal, tree
+from tests.kit.lake import tree
 from tests.kit.recorder import (
     CRYPTO,
+    assert_files_hold_applied,
     assert_lake_is_journal,
     read_journal,
 )
@@ -60,10 +61,7 @@ def test_a_signal_flushes_the_lake_and_exits_0_within_5_s(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "recorder.log"
-    with (
-        Simulator.in_thread(SimulatorConfig(rate=20, seed=21)) as sim,
-        log.open("w") as out,
-    ):
+    with Simulator.in_thread(SimulatorConfig(rate=20, seed=21)) as sim, log.open("w") as out:
         process = start_ticklake(
             tmp_path, out, "record", "--data", str(data), "--url", sim.url,
             "--tickers", ",".join(CRYPTO), "--flush-interval", "30", "--lateness", "1",
@@ -94,13 +92,11 @@ def test_a_signal_flushes_the_lake_and_exits_0_within_5_s(
     assert "event=stopped" in log.read_text()
     journal = read_journal(data)
     assert len(journal.seqs) > 20
-    assert read_seal(data)["applied_seq"] == journal.seqs[-1]
+    assert assert_files_hold_applied(data) <= journal.seqs[-1]
     assert assert_lake_is_journal(data).num_rows > 0
 
 
-def test_help_documents_every_option_and_its_variable(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_help_documents_every_option_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["record", "--help"])
     assert exit_.value.code == 0
@@ -154,15 +150,7 @@ def test_a_bad_config_file_is_a_one_line_error(
     path.write_text(toml)
     data = tmp_path / "data"
     code = main(
-        [
-            "--config",
-            str(path),
-            "record",
-            "--data",
-            str(data),
-            "--url",
-            "ws://127.0.0.1:9/",
-        ]
+        ["--config", str(path), "record", "--data", str(data), "--url", "ws://127.0.0.1:9/"]
     )
     err = capsys.readouterr().err
     assert code == 2
@@ -196,17 +184,7 @@ def test_the_cli_refuses_a_ticker_that_could_leave_the_lake(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        main(
-            [
-                "record",
-                "--data",
-                "data",
-                "--url",
-                "ws://127.0.0.1:9/",
-                "--tickers",
-                tickers,
-            ]
-        )
+        main(["record", "--data", "data", "--url", "ws://127.0.0.1:9/", "--tickers", tickers])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from lake.layout import parse_minute_dir
 from lake.seal import SealState
-from tests.kit.lake import lake_files, read_quarantine
+from lake.utc import MINUTE_MS
+from tests.kit.lake import lake_files, lake_table, read_quarantine
 from tests.kit.recorder import CRYPTO, assert_lake_is_journal, record, recorder_config
 from ticklake.cli import main
 from ticklake.simulator import SimulatorConfig
@@ -23,18 +26,25 @@ def test_replay_rebuilds_the_live_lake_exactly(
     data, rebuilt = tmp_path / "data", tmp_path / "rebuilt"
     sim = SimulatorConfig(rate=20, seed=22, duplicate_rate=0.1, garbage_rate=0.05, late_rate=0.3)
     record(recorder_config(data, CRYPTO), sim, 2.0)
-    live = lake_files(data)
-    assert len(live) >= 6 and read_quarantine(data)
+    live, seen = lake_files(data), lake_table(data)
+    assert len(live) >= 3 and read_quarantine(data)
+    in_files = pa.concat_tables([pq.read_table(p, columns=["seq"]) for p in live.values()])
+    edge = seen.filter(pc.invert(pc.is_in(seen["seq"], value_set=in_files["seq"])))
+    in_deltas = edge.num_rows
+    assert in_deltas > 0, "the open minutes are in deltas: the fold has not sealed them"
 
-    # 1. Into a new directory: the same files, each identical in every column.
+    # 1. Into a new directory: every tick in files, each identical in every column.
     assert main(["replay", "--data", str(data), "--into", str(rebuilt)]) == 0
     assert f"into {rebuilt}" in capsys.readouterr().out
-    assert set(lake_files(rebuilt)) == set(live)
-    for name, path in live.items():
-        assert pq.read_table(rebuilt / name).equals(pq.read_table(path)), name
+    assert lake_table(rebuilt).equals(seen)
+    assert set(live) < set(lake_files(rebuilt))
+    for name, path in live.items():  # a sealed file gains only its late ticks, still in deltas
+        mine, theirs = pq.read_table(path), pq.read_table(rebuilt / name)
+        assert theirs.filter(pc.is_in(theirs["seq"], value_set=mine["seq"])).equals(mine), name
     assert read_quarantine(rebuilt) == read_quarantine(data)
 
-    # 2. Into the live lake after losing some files: exactly those come back.
+    # 2. Into the live lake after losing some files: exactly those come back, and the
+    # deltas' ticks join their minute files; files that lost nothing are left alone.
     tables = {name: pq.read_table(path) for name, path in live.items()}
     lost = sorted(live)[::2]
     kept = {name: os.stat(live[name]).st_ino for name in live if name not in lost}
@@ -44,18 +54,25 @@ def test_replay_rebuilds_the_live_lake_exactly(
     quarantine = read_quarantine(data)
     assert main(["replay", "--data", str(data)]) == 0
     out = capsys.readouterr().out
-    assert f"{sum(tables[name].num_rows for name in lost)} ticks added" in out
-    assert set(lake_files(data)) == set(live)
+    assert f"{sum(tables[name].num_rows for name in lost) + in_deltas} ticks added" in out
+    assert set(lake_files(data)) == set(lake_files(rebuilt))
     for name, path in lake_files(data).items():
-        assert pq.read_table(path).equals(tables[name]), name
-        if name in kept:
+        assert pq.read_table(path).equals(pq.read_table(rebuilt / name)), name
+        if name in kept and parse_minute_dir(path) not in windows(edge):
             assert os.stat(path).st_ino == kept[name], f"{name} was rewritten"
     assert read_quarantine(data) == quarantine, "replay quarantines nothing twice"
+    assert lake_table(data).equals(seen)
     assert_lake_is_journal(data)
 
     # Restored windows that were already sealed are late again: analytics recomputes them.
     after = SealState.from_json((data / "state" / "seal.json").read_bytes())
     new_late = {(w.ticker, w.window_start_ms) for w in after.late_since(seal.next_late_id - 1)}
-    restored = {parse_minute_dir(live[name]) for name in lost}
+    restored = {parse_minute_dir(live[name]) for name in lost} | windows(edge)
     assert new_late == {w for w in restored if seal.is_sealed(w[1])}
     assert new_late, "some restored windows were sealed"
+
+
+def windows(rows: pa.Table) -> set[tuple[str, int]]:
+    """(ticker, minute start) of each row."""
+    times = rows["time"].cast(pa.int64()).to_pylist()
+    return {(t, m - m % MINUTE_MS) for t, m in zip(rows["id"].to_pylist(), times, strict=True)}
