@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LakeError", "LakeReadError", "LakeWriteError"]
+__all__ = ["LakeError", "LakeReadError", "LakeStopped", "LakeWriteError"]
 
 
 class LakeError(Exception):
@@ -15,3 +15,7 @@ class LakeWriteError(LakeError):
 
 class LakeReadError(LakeError):
     """An existing lake file could not be read or does not hold ``LAKE_SCHEMA``."""
+
+
+class LakeStopped(LakeError):
+    """A write was asked to stop part-way (the process is shutting down)."""

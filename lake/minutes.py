@@ -25,13 +25,15 @@ tier lock.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
-import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Final
 
@@ -44,7 +46,7 @@ import pyarrow.parquet as pq
 from lake.atomic import pid_running, replace_file_stat, temporary_pid
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.dedupe import conform, merge_ticks
-from lake.errors import LakeReadError, LakeWriteError
+from lake.errors import LakeReadError, LakeStopped, LakeWriteError
 from lake.history import (
     day_minutes,
     ensure_placeholder,
@@ -144,6 +146,7 @@ def _write_rows(
     minutes: list[int],
     parts: list[pa.Table],
     history_before: dt.date | None = None,
+    unique: bool = False,
 ) -> list[MinuteWrite]:
     """Write one table per minute of one ticker; the tier lock is held by the caller."""
     out: list[MinuteWrite] = []
@@ -161,17 +164,22 @@ def _write_rows(
             rows = pa.concat_tables([parts[i] for i in indices])
             out.extend(_merge_into_day(day_file, ticker, [minutes[i] for i in indices], rows))
         else:
-            out.extend(_write_minute_file(root, ticker, minutes[i], parts[i]) for i in indices)
+            out.extend(
+                _write_minute_file(root, ticker, minutes[i], parts[i], unique) for i in indices
+            )
     return out
 
 
 def _write_minute_file(
-    root: Path, ticker: str, minute_start_ms: int, rows: pa.Table
+    root: Path, ticker: str, minute_start_ms: int, rows: pa.Table, unique: bool = False
 ) -> MinuteWrite:
     path = minute_file(root, ticker, minute_start_ms)
     with _LOCKS[hash(path) % len(_LOCKS)]:
         existing = _read_existing(path)
-        merged, kept_new = merge_ticks(existing, rows)
+        if unique and existing.num_rows == 0:  # nothing to merge with: sorted as it came
+            merged, kept_new = rows, rows.num_rows
+        else:
+            merged, kept_new = merge_ticks(existing, rows)
         dropped = existing.num_rows + rows.num_rows - merged.num_rows
         size = _replace(path, merged) if kept_new else 0
     result = MinuteWrite(
@@ -252,7 +260,13 @@ def _writing(root: Path) -> Iterator[None]:
 
 
 def write_minutes(
-    root: Path, table: pa.Table, *, history_before: dt.date | None = None
+    root: Path,
+    table: pa.Table,
+    *,
+    history_before: dt.date | None = None,
+    unique: bool = False,
+    threads: int = 1,
+    stop: Callable[[], bool] | None = None,
 ) -> MinutesWrite:
     """Split a LAKE_SCHEMA table by (``id``, UTC minute of ``time``) and write each minute.
 
@@ -262,6 +276,12 @@ def write_minutes(
     history file (created or merged), as compaction would put them: an import of past days
     writes one file per ticker-day instead of one per minute. The caller guarantees that
     nothing writes minute files of such days meanwhile (an import holds the journal lock).
+
+    ``unique``: the caller guarantees that no two rows hold the same seq or the same tick
+    content (a fold of deduplicated deltas), so a minute without a file is written as it
+    comes, sorted, without the merge. ``threads`` write several tickers' files at once.
+    ``stop`` is asked before each ticker: True raises LakeStopped (files written so far
+    stay; rewriting them is harmless).
     """
     table = conform(table)
     usable = pc.and_(valid_symbol_mask(table["id"]), pc.is_valid(table["time"]))
@@ -276,23 +296,29 @@ def write_minutes(
     minute = np.floor_divide(good["time"].cast(pa.int64()).to_numpy(), MINUTE_MS)
     encoded = good["id"].combine_chunks().dictionary_encode()
     codes = encoded.indices.to_numpy()
-    order = np.lexsort((minute, codes))
+    seqs = np.asarray(good["seq"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    order = np.lexsort((seqs, good["time"].cast(pa.int64()).to_numpy(), minute, codes))
     minute, codes = minute[order], codes[order]
     good = good.take(pa.array(order))
     starts = np.flatnonzero(np.r_[True, (np.diff(codes) != 0) | (np.diff(minute) != 0)])
     ends = np.r_[starts[1:], len(order)]
     tickers = np.r_[True, np.diff(codes[starts]) != 0]  # first group of each ticker
     cuts = [*np.flatnonzero(tickers).tolist(), len(starts)]
-    writes: list[MinuteWrite] = []
-    with _writing(Path(root)):
-        for lo, hi in itertools.pairwise(cuts):
-            ticker = encoded.dictionary[int(codes[starts[lo]])].as_py()
-            minutes = [int(minute[s]) * MINUTE_MS for s in starts[lo:hi]]
-            parts = [
-                good.slice(int(s), int(e - s))
-                for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)
-            ]
-            writes.extend(_write_rows(Path(root), ticker, minutes, parts, history_before))
+
+    def write_ticker(lo: int, hi: int) -> list[MinuteWrite]:
+        if stop is not None and stop():
+            raise LakeStopped("stopped before every minute file was written")
+        ticker = encoded.dictionary[int(codes[starts[lo]])].as_py()
+        minutes = [int(minute[s]) * MINUTE_MS for s in starts[lo:hi]]
+        parts = [
+            good.slice(int(s), int(e - s)) for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)
+        ]
+        return _write_rows(Path(root), ticker, minutes, parts, history_before, unique)
+
+    context = contextvars.copy_context()  # deferred_sync reaches the pool's threads
+    with _writing(Path(root)), ThreadPoolExecutor(max(1, threads)) as pool:
+        done = pool.map(lambda pair: context.copy().run(write_ticker, *pair), pairwise(cuts))
+        writes = [write for ticker_writes in done for write in ticker_writes]
     return MinutesWrite(writes, rejected)
 
 

@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.atomic import deferred_sync, sync_filesystem
-from lake.dedupe import merge_ticks
+from lake.dedupe import content_keys, merge_ticks
 from lake.deltas import Delta, Fold, designated_to_files, read_delta, write_delta
 from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
@@ -57,7 +58,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+Keys = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
 CHUNK_FRAMES: Final = 20_000  # frames decoded at once
+WRITE_THREADS: Final = 4  # minute files written at once (Parquet encoding releases the GIL)
 GROUP_ROWS: Final = 2_000_000  # rows ``apply_all`` gathers before it writes minute files
 
 
@@ -110,6 +113,8 @@ class Ingest:
         self.root = root
         self.seal = seal
         self.quarantine = quarantine
+        self._keys: dict[Path, Keys] = {}  # content keys of the deltas this process wrote
+        self.halt = threading.Event()  # set: long writes stop early (shutting down)
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(
@@ -159,36 +164,46 @@ class Ingest:
         """Decode frames and append their new ticks to the lake as one delta (None if none).
 
         A tick the lake already holds (a re-sent snapshot, a frame sent twice) is dropped
-        here, under the lake's dedupe rules, against the files of minutes already sealed and
-        against ``pending``, the deltas not yet folded: readers never see a tick twice, and
-        ``ticks_added`` counts each tick once."""
+        here: against the files of minutes already sealed (exactly, under the lake's dedupe
+        rules) and against ``pending``, the deltas not yet folded, and the batch itself (by
+        the 128-bit content keys of ``lake.dedupe.content_keys``). Readers never see a tick
+        twice, and ``ticks_added`` counts each tick once."""
         decoded = self.decode(frames, seqs, received_us)
-        rows = _new_rows(self._stored_like(decoded.rows, pending), decoded.rows)
+        stored = self._sealed_like(decoded.rows)
+        rows = _new_rows(stored, decoded.rows) if stored.num_rows else decoded.rows
+        keys = content_keys(rows)
+        fresh = _first_of_each(keys) & ~self._known(keys, pending)
+        if not fresh.all():
+            rows = rows.filter(pa.array(fresh))
+            keys = (keys[0][fresh], keys[1][fresh])
         decoded.stats.ticks_added = rows.num_rows
         decoded.stats.duplicates = decoded.rows.num_rows - rows.num_rows
         delta = write_delta(self.root, rows)  # may raise: the batch is retried whole
+        if delta is not None:
+            self._keys[delta.path] = _sorted_keys(keys)
         self._quarantine(decoded)
         return delta, decoded.stats
 
-    def _stored_like(self, rows: pa.Table, pending: Sequence[Delta]) -> pa.Table:
-        """Stored rows that could equal one of ``rows``: same ticker and time."""
-        times = _times(rows)
-        if not len(times):
-            return LAKE_SCHEMA.empty_table()
-        parts = [self._sealed_like(rows, times)]
-        ordered = np.sort(times)
-        for delta in pending:  # a delta's time range overlapping the batch's times
-            lo = np.searchsorted(ordered, delta.min_time_ms)
-            hi = np.searchsorted(ordered, delta.max_time_ms, side="right")
-            if hi > lo:
-                parts.append(read_delta(delta))
-        stored = pa.concat_tables(parts)
-        same_time = pc.is_in(stored["time"], value_set=rows["time"])
-        return stored.filter(pc.and_(same_time, pc.is_in(stored["id"], value_set=rows["id"])))
+    def forget(self, kept: Sequence[Delta]) -> None:
+        """Drop the content keys of every delta not in ``kept`` (folded away)."""
+        paths = {d.path for d in kept}
+        self._keys = {p: k for p, k in self._keys.items() if p in paths}
 
-    def _sealed_like(self, rows: pa.Table, times: npt.NDArray[np.int64]) -> pa.Table:
+    def _known(self, keys: Keys, pending: Sequence[Delta]) -> npt.NDArray[np.bool_]:
+        """Per row, whether a pending delta holds a tick with the same content."""
+        known = np.zeros(len(keys[0]), dtype=np.bool_)
+        for delta in pending:
+            if delta.path not in self._keys:  # written by another process: read it once
+                self._keys[delta.path] = _sorted_keys(content_keys(read_delta(delta)))
+            first, second = self._keys[delta.path]
+            at = np.minimum(np.searchsorted(first, keys[0]), max(len(first) - 1, 0))
+            if len(first):
+                known |= (first[at] == keys[0]) & (second[at] == keys[1])
+        return known
+
+    def _sealed_like(self, rows: pa.Table) -> pa.Table:
         """The stored rows of the sealed minutes ``rows`` touch (late ticks: rare)."""
-        late = rows.filter(pa.array(times < self.seal.watermark_ms))
+        late = rows.filter(pa.array(_times(rows) < self.seal.watermark_ms))
         parts = [LAKE_SCHEMA.empty_table()]
         for ticker in pc.unique(late["id"]).to_pylist():
             mine = late.filter(pc.equal(late["id"], ticker))
@@ -211,7 +226,7 @@ class Ingest:
             if not now_in.all():
                 remaining.append(delta)
                 lowest = min(lowest, int(seqs[~now_in].min()))
-        stats = self._write_files(parts, now_ms)
+        stats = self._write_files(parts, now_ms, unique=True)
         stats.ticks_added = stats.duplicates = 0  # counted when they were flushed
         base = max(old.base_seq, min(lowest, new.seq + 1) - 1)
         fold = Fold(new.generation, base, new.seq, new.watermark_ms, new.published_ms)
@@ -269,7 +284,9 @@ class Ingest:
         for decoded in pending:
             self._quarantine(decoded)
 
-    def _write_files(self, parts: list[pa.Table], now_ms: int) -> IngestStats:
+    def _write_files(
+        self, parts: list[pa.Table], now_ms: int, *, unique: bool = False
+    ) -> IngestStats:
         """Write rows into their minute files, each once, then make them all durable with one
         filesystem sync; count what changed and mark the sealed windows that changed late."""
         stats = IngestStats()
@@ -277,7 +294,10 @@ class Ingest:
         if not parts:
             return stats
         with deferred_sync():
-            written = write_minutes(self.root, pa.concat_tables(parts))
+            table = pa.concat_tables(parts)
+            written = write_minutes(
+                self.root, table, unique=unique, threads=WRITE_THREADS, stop=self.halt.is_set
+            )
         sync_filesystem(self.root)
         self._count(written, now_ms, stats)
         return stats
@@ -294,6 +314,20 @@ class Ingest:
             self.seal.mark_late(ticker, minute_ms, now_ms)
             stats.late_ticks += added
             log.info("event=late_ticks ticker=%s window=%d ticks=%d", ticker, minute_ms, added)
+
+
+def _first_of_each(keys: Keys) -> npt.NDArray[np.bool_]:
+    """Per row, whether no earlier row of the batch has the same content keys."""
+    pairs = np.stack(keys, axis=1)
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    out = np.zeros(len(keys[0]), dtype=np.bool_)
+    out[first] = True
+    return out
+
+
+def _sorted_keys(keys: Keys) -> Keys:
+    order = np.argsort(keys[0], kind="stable")
+    return keys[0][order], keys[1][order]
 
 
 def _new_rows(stored: pa.Table, incoming: pa.Table) -> pa.Table:

@@ -44,7 +44,7 @@ from lake.clock import Clock, SystemClock
 from lake.compact import DEFAULT_GRACE_S
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
 from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
-from lake.errors import LakeError
+from lake.errors import LakeError, LakeStopped
 from lake.minutes import clean_temporaries
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal, watermark_at
@@ -258,6 +258,7 @@ class Recorder:
         self._publish(result.fold)
         failpoints.reach("fold_published")
         self._deltas, self._late_pending = result.remaining, False
+        self.ingest.forget(self._deltas)
         moved = self.seal.advance(watermark)
         self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
         self.seal.trim(now_ms, int(self.config.recompute_horizon * 1000))
@@ -301,6 +302,9 @@ class Recorder:
             last = self.clock.now()
             try:
                 await self.cycle()
+            except LakeStopped:
+                log.info("event=fold_stopped reason=shutting_down")
+                break
             except (LakeError, JournalError, OSError) as exc:
                 # A full disk or an unwritable folder: the journal keeps what it has; the
                 # frames come back from it at the next cycle.
@@ -326,6 +330,7 @@ class Recorder:
         """Ask :meth:`run` to finish: close sockets, apply the backlog, fsync, return."""
         self._stop.set()
         self._wake.set()
+        self.ingest.halt.set()  # a fold in progress stops; the next start replays its part
         self.feed.stop()
 
     async def run(self) -> None:
@@ -337,7 +342,12 @@ class Recorder:
             self.journal.next_seq,
             self.seal.applied_seq,
         )
-        await self.cycle()  # replay whatever the lake has not applied yet
+        try:
+            await self.cycle()  # replay whatever the lake has not applied yet
+        except LakeStopped:
+            log.info("event=replay_stopped reason=shutting_down")
+            await self._close()
+            return
         tasks = [
             asyncio.create_task(self.journal.run_group_commit(self.clock)),
             asyncio.create_task(self._cycles()),
