@@ -21,7 +21,7 @@ import pyarrow as pa
 from analytics.database import database_path, open_db
 from analytics.job import AnalyticsJob, JobConfig
 from lake.clock import SystemClock
-from lake.utc import MINUTE_MS, iso_utc
+from lake.utc import MINUTE_MS, floor_minute_ms, iso_utc
 from recorder.feed import FeedConfig
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.render import shortest_float32
@@ -93,15 +93,12 @@ async def run_demo(
         out(f"recording {', '.join(DEMO_TICKERS)} from the simulator at {sim.url}")
         out(f"data directory: {data}; a window prints 10 s after its minute ends")
         job = AnalyticsJob(data, JobConfig(lateness=config.lateness), SystemClock())
-        start_ms = -1
+        start_ms = floor_minute_ms(int(SystemClock().now() * 1000))  # the first window ours
         sealed = 0
         try:
             while sealed < minutes and not task.done():
                 await asyncio.sleep(0.5)
                 watermark = recorder.seal.watermark_ms
-                if start_ms < 0:
-                    start_ms = watermark  # windows sealed before we started are not ours
-                    continue
                 if watermark <= start_ms:
                     continue
                 features = await asyncio.to_thread(materialize, job, data, start_ms)
