@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lake.atomic import atomic_write_bytes, pid_running, replace_file, temporary_pid
+from lake.atomic import atomic_write_bytes, replace_file
 from lake.datadir import DELTAS_DIR
 from lake.dedupe import conform
 from lake.errors import LakeWriteError
@@ -187,7 +187,6 @@ def prune(root: Path, now_ms: int, grace_s: float) -> int:
         newest_settled = settled[-1]
         doomed = [d.path for d in list_deltas(root) if newest_settled.covers(d)]
         doomed += [folder / f.name for f in folds if f < newest_settled]
-    doomed += [folder / n for n in _names(root) if _stale_temporary(n)]
     removed = 0
     for path in doomed:
         try:
@@ -214,8 +213,3 @@ def _names(root: Path) -> list[str]:
         return os.listdir(Path(root, DELTAS_DIR))
     except FileNotFoundError:
         return []
-
-
-def _stale_temporary(name: str) -> bool:
-    pid = temporary_pid(name)
-    return pid is not None and pid != os.getpid() and not pid_running(pid)

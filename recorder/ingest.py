@@ -247,10 +247,7 @@ class Ingest:
             part = slice(i, i + CHUNK_FRAMES)
             pending.append(self.decode(frames[part], seqs[part], received_us[part]))
             stats.add(pending[-1].stats)
-        stats.add(self._write_files([d.rows for d in pending], now_ms))
-        self._quarantine_all(pending)
-        if len(seqs):
-            self.seal.applied_seq = max(self.seal.applied_seq, int(seqs[-1]))
+        self._write_pending(pending, now_ms, int(seqs[-1]) if len(seqs) else 0, stats)
         return stats
 
     def apply_records(self, records: Sequence[JournalRecord], now_ms: int) -> IngestStats:
@@ -276,13 +273,12 @@ class Ingest:
     def _write_pending(
         self, pending: list[Decoded], now_ms: int, last_seq: int, stats: IngestStats
     ) -> None:
+        """Write decoded batches into their minute files, then quarantine what they refused
+        (only once the writes succeeded) and note ``last_seq`` as applied."""
         stats.add(self._write_files([d.rows for d in pending], now_ms))
-        self._quarantine_all(pending)
-        self.seal.applied_seq = max(self.seal.applied_seq, last_seq)
-
-    def _quarantine_all(self, pending: list[Decoded]) -> None:
         for decoded in pending:
             self._quarantine(decoded)
+        self.seal.applied_seq = max(self.seal.applied_seq, last_seq)
 
     def _write_files(
         self, parts: list[pa.Table], now_ms: int, *, unique: bool = False
