@@ -107,6 +107,8 @@ def _subdirs(folder: Path) -> list[Path]:
 def _duckdb_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_timestamp(arrow_type):
         return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    if pa.types.is_list(arrow_type):
+        return f"{_duckdb_type(arrow_type.value_type)}[]"
     names = {pa.string(): "VARCHAR", pa.float32(): "FLOAT", pa.float64(): "DOUBLE"}
     names |= {pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN", pa.date32(): "DATE"}
     return names[arrow_type]

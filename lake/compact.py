@@ -65,7 +65,7 @@ from lake.layout import (
     lake_days,
     minute_placeholder,
 )
-from lake.schema import LAKE_SCHEMA
+from lake.schema import upgrade
 from lake.seal import load_seal
 from lake.utc import DAY_MS, DAY_S, day_start_ms
 
@@ -356,9 +356,11 @@ def _merged(folder: Path, target: Path) -> tuple[pa.Table | None, int]:
         path = folder / name / PART_NAME
         if not name.startswith("minute=") or not path.is_file():
             continue
-        table = pq.ParquetFile(path).read()
-        if not table.schema.equals(LAKE_SCHEMA):
-            raise CompactionError(f"{path} does not hold LAKE_SCHEMA; move it aside")
+        try:  # a minute file written before fields 35-45 had names gets today's columns
+            table = upgrade(pq.ParquetFile(path).read())
+        except ValueError as exc:
+            reason = f"{path} does not hold LAKE_SCHEMA ({exc}); move it aside"
+            raise CompactionError(reason) from exc
         parts.append(table)
     if not parts:
         return None, 0

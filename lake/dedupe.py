@@ -4,8 +4,8 @@ The recorder relies on this rule to make journal replay and reconnects harmless:
 - the same ``seq`` is the same journal frame (a replay): one row, the first one seen;
 - two rows whose tick content is identical — every ``TICK_SCHEMA`` column equal, NULL equal
   to NULL, floats compared bit for bit (NaN equals the same NaN, -0.0 differs from 0.0),
-  ``received_at`` and ``seq`` ignored — are the same tick (a reconnect re-sends the latest
-  snapshot): the row with the lowest ``seq`` is kept;
+  lists element by element, ``received_at`` and ``seq`` ignored — are the same tick (a
+  reconnect re-sends the latest snapshot): the row with the lowest ``seq`` is kept;
 - rows that share a ``time`` but differ in any field are different ticks: all are kept.
 
 Everything is Arrow grouping and filtering: no Python loop per row.
@@ -77,7 +77,8 @@ def _dedupe(first: pa.Table, second: pa.Table) -> tuple[pa.Table, int]:
         firsts = combined.group_by("seq", use_threads=False).aggregate([("_row", "min")])
         rows = np.sort(firsts["_row_min"].to_numpy())
         combined = combined.take(pa.array(rows)).drop_columns("_row")
-    lowest = combined.group_by(_TICK_COLUMNS, use_threads=False).aggregate([("seq", "min")])
+    keys = _groupable(combined.select(_TICK_COLUMNS)).append_column("seq", combined["seq"])
+    lowest = keys.group_by(_TICK_COLUMNS, use_threads=False).aggregate([("seq", "min")])
     if lowest.num_rows < combined.num_rows:
         combined = combined.filter(pc.is_in(combined["seq"], value_set=lowest["seq_min"]))
     kept_new = int(pc.sum(combined["_new"].cast(pa.int64())).as_py() or 0)
@@ -102,9 +103,35 @@ def content_keys(table: pa.Table) -> tuple[npt.NDArray[np.uint64], npt.NDArray[n
     return keys[0], keys[1]
 
 
+def _groupable(table: pa.Table) -> pa.Table:
+    """``table`` with each list column (Arrow cannot group by one) as its :func:`_list_text`."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_list(f.type):
+            table = table.set_column(i, f.name, _list_text(table[f.name].combine_chunks()))
+    return table
+
+
+def _list_text(array: pa.ListArray) -> pa.Array:
+    """One string per list of strings, equal exactly when the lists are (NULL stays NULL):
+    the element count, then each element with ``\\`` and the separator escaped."""
+    if array.offset:  # from_arrays takes no validity mask with sliced offsets
+        array = pa.concat_arrays([array])
+    values = pc.replace_substring(array.values, "\\", "\\\\")
+    values = pc.replace_substring(values, _SEPARATOR, "\\s")
+    values = pc.fill_null(values, "\\0")  # a NULL element: no escaped text looks like it
+    escaped = pa.ListArray.from_arrays(array.offsets, values, mask=array.is_null())
+    count = pc.cast(pc.list_value_length(array), pa.string())
+    return pc.binary_join_element_wise(count, pc.binary_join(escaped, _SEPARATOR), _SEPARATOR)
+
+
+_SEPARATOR: Final = "\x1f"
+
+
 def _column_bits(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.uint64], ...]:
     """Per lane, one uint64 per row standing for the value (a lane's own constant for NULL)."""
     array = column.combine_chunks()
+    if pa.types.is_list(array.type):
+        array = _list_text(array)
     valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         encoded = array.dictionary_encode()

@@ -45,7 +45,7 @@ from lake.atomic import atomic_write_bytes, replace_file
 from lake.datadir import DELTAS_DIR
 from lake.dedupe import conform
 from lake.errors import LakeWriteError
-from lake.schema import LAKE_SCHEMA
+from lake.schema import LAKE_SCHEMA, upgrade
 
 __all__ = [
     "DELTA_GLOB",
@@ -151,7 +151,11 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def read_delta(delta: Delta) -> pa.Table:
-    return pq.read_table(delta.path, schema=LAKE_SCHEMA)
+    """A delta's rows as today's lake columns, whichever version wrote it."""
+    file = pq.ParquetFile(delta.path)
+    if file.schema_arrow.equals(LAKE_SCHEMA):
+        return file.read()
+    return upgrade(file.read(), LAKE_SCHEMA.names)
 
 
 def list_deltas(root: Path) -> list[Delta]:

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from lake.atomic import make_dirs_durable, replace_file
 from lake.datadir import HISTORY_DIR, HISTORY_LOCK
 from lake.dedupe import merge_ticks
-from lake.schema import LAKE_SCHEMA
+from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
 from lake.utc import DAY_MS, MINUTE_MS, day_start_ms
 
 __all__ = [
@@ -198,11 +198,25 @@ def read_day(
 
     Only row groups whose statistics overlap a range are read, and only ``columns``
     (LAKE_SCHEMA's by default). Columns named in ``dictionary`` come dictionary-encoded
-    (such strings, ``market_hours`` say, read faster than plain ones). Raises
-    FileNotFoundError for a missing file.
+    (such strings, ``market_hours`` say, read faster than plain ones). A file written
+    before fields 35-45 had names reads as today's columns (``lake.schema.upgrade``).
+    Raises FileNotFoundError for a missing file.
     """
-    names = LAKE_SCHEMA.names if columns is None else list(columns)
+    wanted = LAKE_SCHEMA.names if columns is None else list(columns)
     file = pq.ParquetFile(path, pre_buffer=False, read_dictionary=list(dictionary) or None)
+    stored = file.schema_arrow.names
+    names = wanted if set(wanted) <= set(stored) else stored_columns(wanted, stored)
+    if names is not wanted:
+        return upgrade(_read_day(file, names, ranges, seq_range), wanted)
+    return _read_day(file, names, ranges, seq_range)
+
+
+def _read_day(
+    file: pq.ParquetFile,
+    names: list[str],
+    ranges: Iterable[tuple[int, int]] | None,
+    seq_range: tuple[int, int] | None,
+) -> pa.Table:
     if ranges is None and seq_range is None:
         return file.read(columns=names, use_threads=False).select(names)
     wanted = sorted(ranges or ())

@@ -290,6 +290,9 @@ def _accepts(kind: str, t: pa.DataType) -> bool:
     text = types.is_string(t) or types.is_large_string(t) or types.is_null(t)
     text = text or (types.is_dictionary(t) and types.is_string(t.value_type))
     numeric = types.is_integer(t) or types.is_floating(t) or types.is_decimal(t)
+    if kind == "strings":  # a list of strings (``indices``): from Parquet only
+        lists = types.is_list(t) or types.is_large_list(t)
+        return bool(types.is_null(t) or (lists and _accepts("string", t.value_type)))
     if kind in ("string", "enum"):
         return bool(text or (kind == "string" and types.is_integer(t)))
     return bool(text or numeric or (kind == "time" and types.is_timestamp(t)))
@@ -373,6 +376,8 @@ def _convert(
             checks.append(_value_check(bad, name, values, what))
             if target == "time":
                 checks.append(_Check(missing, lambda _: "time missing"))
+        elif kind == "strings":
+            out = values.cast(LAKE_SCHEMA.field(target).type)
         elif kind in ("string", "enum"):
             out = values.cast(pa.string())
             valid = _np(pc.is_valid(out))

@@ -27,7 +27,12 @@ Invariants:
   creates the minute tier's when it first hides a day, long before it deletes minute files.
   So both globs always match a file (DuckDB refuses a glob without files) and
   ``duckdb_read_sql`` keeps one shape; and ``!`` sorts before every symbol, so the file
-  DuckDB opens while binding to learn the schema is the placeholder, which is never deleted.
+  DuckDB opens while binding to learn the schema is the placeholder, which is never deleted;
+- a lake whose placeholders lack some of today's columns (written before fields 35-45 had
+  names: ``lake.schema.LEGACY_COLUMNS``), or that has none yet, may hold files of both
+  vintages: its expressions read files by column name (``union_by_name``, which opens every
+  file of a glob while binding) and give the same columns, an old file's new ones NULL
+  except those its placeholders already held (``lake.schema.LEGACY_SOURCES``).
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ from typing import Final
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from lake.atomic import list_names
-from lake.datadir import HISTORY_DIR, TICKS_DIR
-from lake.deltas import DELTA_GLOB, FOLD_GLOB, latest_fold
-from lake.schema import LAKE_SCHEMA, TICK_SCHEMA
+from lake.datadir import DELTAS_DIR, HISTORY_DIR, TICKS_DIR
+from lake.deltas import DELTA_GLOB, FOLD_GLOB, PLACEHOLDER_NAME, latest_fold
+from lake.schema import LAKE_SCHEMA, LEGACY_COLUMNS, LEGACY_SOURCES, TICK_SCHEMA
 from lake.symbols import SymbolError, validate_symbol
 from lake.utc import MINUTE_MS
 
@@ -90,6 +96,10 @@ _PLACEHOLDER_DATE: Final = "date=1970-01-01"
 
 HIVE_TYPES_SQL: Final = "{'ticker': 'VARCHAR', 'date': 'DATE', 'minute': 'VARCHAR'}"
 _HISTORY_TYPES_SQL: Final = "{'ticker': 'VARCHAR', 'date': 'DATE'}"
+_HIVE_COLUMNS: Final = {
+    HIVE_TYPES_SQL: ", date, minute, ticker",
+    _HISTORY_TYPES_SQL: ", date, ticker",
+}
 PARTITION_SCHEMA: Final = pa.schema(
     [("ticker", pa.string()), ("date", pa.date32()), ("minute", pa.string())]
 )
@@ -245,14 +255,15 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
     so DuckDB prunes those files unopened and their deletion cannot fail the query.
     """
     base, quoted = _lake_root(root)
-    return _with_deltas(base, _files_sql(base, quoted, hidden))
+    legacy = _legacy(base)
+    return _with_deltas(base, _files_sql(base, quoted, hidden, legacy), legacy=legacy)
 
 
-def _files_sql(base: Path, quoted: str, hidden: Sequence[str] | None) -> str:
+def _files_sql(base: Path, quoted: str, hidden: Sequence[str] | None, legacy: bool) -> str:
     minute = _holds_parquet(base / TICKS_DIR, 3, minute_placeholder(base))
     history = _holds_parquet(base / HISTORY_DIR, 2, history_placeholder(base))
-    minute_sql = _read_parquet_sql(f"'{quoted}/{TICKS_GLOB}'", HIVE_TYPES_SQL)
-    history_sql = _read_parquet_sql(f"'{quoted}/{HISTORY_GLOB}'", _HISTORY_TYPES_SQL)
+    minute_sql = _read_parquet_sql(f"'{quoted}/{TICKS_GLOB}'", HIVE_TYPES_SQL, legacy=legacy)
+    history_sql = _read_parquet_sql(f"'{quoted}/{HISTORY_GLOB}'", _HISTORY_TYPES_SQL, legacy=legacy)
     if not history:
         return minute_sql if minute else _EMPTY_SQL
     if not minute:
@@ -263,7 +274,7 @@ def _files_sql(base: Path, quoted: str, hidden: Sequence[str] | None) -> str:
     return _exactly_once_sql(minute_sql, history_sql, days, hidden)
 
 
-def _with_deltas(base: Path, files_sql: str, where: str = "") -> str:
+def _with_deltas(base: Path, files_sql: str, where: str = "", *, legacy: bool) -> str:
     """``files_sql`` plus the rows of the open edge (``lake.deltas``), each row served from
     exactly one of them by the newest fold marker; unchanged while no marker exists.
 
@@ -277,9 +288,11 @@ def _with_deltas(base: Path, files_sql: str, where: str = "") -> str:
         f"(SELECT {_FOLD_FIELDS} FROM (SELECT max(filename) AS name "
         f"FROM read_blob('{quoted}/{FOLD_GLOB}')))"
     )
+    delta_files = f"read_parquet('{quoted}/{DELTA_GLOB}'"
+    delta_files = _by_name(delta_files, "") if legacy else delta_files + ")"
     deltas = (
         f"(SELECT {_COLUMNS}, {_DATE_OF_TIME} AS date, {_MINUTE_OF_TIME} AS minute, "
-        f"id AS ticker, true AS delta FROM read_parquet('{quoted}/{DELTA_GLOB}') "
+        f"id AS ticker, true AS delta FROM {delta_files} "
         f"WHERE seq >= 1{where} "
         f"QUALIFY row_number() OVER (PARTITION BY {_TICK_COLUMNS} ORDER BY seq) = 1)"
     )
@@ -309,6 +322,7 @@ def duckdb_ticker_sql(
     placeholders = minute_placeholder(base), history_placeholder(base)
     if not all(p.is_file() for p in placeholders):
         return None
+    legacy = _legacy(base)
     minute_ph, history_ph = (os.fspath(p).replace("'", "''") for p in placeholders)
     folder = f"replace({symbol}, '=', '%3D')"
     date = "'*'" if day is None else f"coalesce(strftime(CAST({day} AS DATE), '%Y-%m-%d'), '*')"
@@ -319,14 +333,15 @@ def duckdb_ticker_sql(
         f"'{quoted}/{HISTORY_DIR}/ticker=' || {folder} || '/date=' || {date} || '/*.parquet'"
     )
     empty = ", allow_empty = true"
-    minute_sql = _read_parquet_sql(f"[{minute_glob}, '{minute_ph}']", HIVE_TYPES_SQL, empty)
+    minute_files = f"[{minute_glob}, '{minute_ph}']"
+    minute_sql = _read_parquet_sql(minute_files, HIVE_TYPES_SQL, empty, legacy=legacy)
     history_files = f"[{history_glob}, '{history_ph}']"
-    history_sql = _read_parquet_sql(history_files, _HISTORY_TYPES_SQL, empty)
+    history_sql = _read_parquet_sql(history_files, _HISTORY_TYPES_SQL, empty, legacy=legacy)
     hidden = hidden_days_sql(base) if hidden is None else hidden
     days = f"read_blob({history_files}{empty})"
     files = _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
     on_day = f" AND ({day} IS NULL OR {_DATE_OF_TIME} = CAST({day} AS DATE))" if day else ""
-    return _with_deltas(base, files, f" AND id = {symbol}{on_day}")
+    return _with_deltas(base, files, f" AND id = {symbol}{on_day}", legacy=legacy)
 
 
 def _lake_root(root: Path | str) -> tuple[Path, str]:
@@ -337,8 +352,41 @@ def _lake_root(root: Path | str) -> tuple[Path, str]:
     return Path(text), text.replace("'", "''")
 
 
-def _read_parquet_sql(files: str, hive_types: str, options: str = "") -> str:
-    return f"read_parquet({files}, hive_partitioning = true, hive_types = {hive_types}{options})"
+def _read_parquet_sql(files: str, hive_types: str, options: str = "", *, legacy: bool) -> str:
+    call = f"read_parquet({files}, hive_partitioning = true, hive_types = {hive_types}{options}"
+    if not legacy:
+        return call + ")"
+    return _by_name(call, _HIVE_COLUMNS[hive_types])
+
+
+def _by_name(call: str, hive: str) -> str:
+    """``call`` (a ``read_parquet(...`` without its closing parenthesis) reading files of
+    both vintages by column name, as exactly LAKE_SCHEMA's columns and then ``hive``'s."""
+    return (
+        f"(SELECT {_UPGRADED_COLUMNS}{hive} FROM (SELECT * FROM {call}, union_by_name = true) "
+        f"UNION ALL BY NAME {_LEGACY_EMPTY_SQL}))"
+    )
+
+
+def _legacy(base: Path) -> bool:
+    """Whether the lake may hold files without some of today's columns (see the module's
+    invariants): a placeholder lacks one, or no placeholder exists yet."""
+    found = False
+    for path in (
+        minute_placeholder(base),
+        history_placeholder(base),
+        base / DELTAS_DIR / PLACEHOLDER_NAME,
+    ):
+        try:
+            names = pq.read_schema(path).names
+        except FileNotFoundError:
+            continue
+        except (OSError, pa.ArrowException):
+            return True
+        if not set(LAKE_SCHEMA.names) <= set(names):
+            return True
+        found = True
+    return not found
 
 
 def _exactly_once_sql(
@@ -372,6 +420,8 @@ def pyarrow_partitioning() -> ds.Partitioning:
 def _duckdb_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_timestamp(arrow_type):
         return "TIMESTAMPTZ"
+    if pa.types.is_list(arrow_type):
+        return f"{_duckdb_type(arrow_type.value_type)}[]"
     names = {pa.string(): "VARCHAR", pa.float32(): "FLOAT", pa.float64(): "DOUBLE"}
     return names.get(arrow_type, "BIGINT")
 
@@ -386,6 +436,20 @@ _TICK_COLUMNS: Final = ", ".join(f'"{name}"' for name in TICK_SCHEMA.names)
 _FOLD_FIELDS: Final = ", ".join(
     f"CAST(regexp_extract(name, 'fold-\\d+-(\\d+)-(\\d+)-(\\d+)-\\d+$', {i}) AS BIGINT) AS {n}"
     for i, n in ((1, "b"), (2, "s"), (3, "w"))
+)
+_UPGRADED_COLUMNS: Final = ", ".join(
+    f'coalesce("{name}", "{LEGACY_SOURCES[name]}") AS "{name}"'
+    if name in LEGACY_SOURCES
+    else f'"{name}"'
+    for name in LAKE_SCHEMA.names
+)
+_LEGACY_EMPTY_SQL: Final = (
+    "SELECT "
+    + ", ".join(
+        [f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in LAKE_SCHEMA]
+        + [f'CAST(NULL AS BIGINT) AS "{name}"' for name in LEGACY_COLUMNS]
+    )
+    + " WHERE false"
 )
 _EMPTY_SQL: Final = (
     "(SELECT "

@@ -67,7 +67,7 @@ from lake.layout import (
     parse_minute_dir,
 )
 from lake.recent import RECENT, file_key, key_of
-from lake.schema import LAKE_SCHEMA
+from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
 from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
 from lake.utc import MINUTE_MS, utc_date
 
@@ -359,7 +359,7 @@ def read_minutes(
         for start in minutes:
             path = minute_file(Path(root), ticker, start)
             try:
-                parts.append(pq.ParquetFile(path).read(columns=names).select(names))
+                parts.append(_read_columns(path, names))
             except FileNotFoundError:
                 continue
             keys.append(np.full(parts[-1].num_rows, start, dtype=np.int64))
@@ -458,14 +458,26 @@ def _read_existing(path: Path) -> pa.Table:
     if known is not None:
         return known
     try:
-        table = pq.ParquetFile(path).read()
+        table = _read_columns(path, LAKE_SCHEMA.names)
     except FileNotFoundError:
         return LAKE_SCHEMA.empty_table()
     except (OSError, pa.ArrowException) as exc:
         raise LakeReadError(f"cannot read {path}: {exc}; move it aside to rewrite") from exc
+    except ValueError as exc:  # columns no version of the lake wrote
+        raise LakeReadError(f"{path}: {exc}; move it aside to rewrite") from exc
     if not table.schema.equals(LAKE_SCHEMA):
         raise LakeReadError(f"{path} does not hold LAKE_SCHEMA; move it aside to rewrite")
     return table
+
+
+def _read_columns(path: Path, names: list[str]) -> pa.Table:
+    """The lake columns ``names`` of a minute file, whichever version wrote it (a file from
+    before fields 35-45 had names is upgraded, ``lake.schema.upgrade``)."""
+    file = pq.ParquetFile(path)
+    stored = file.schema_arrow.names
+    if set(names) <= set(stored):
+        return file.read(columns=names).select(names)
+    return upgrade(file.read(columns=stored_columns(names, stored)), names)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

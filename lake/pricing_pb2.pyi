@@ -1,12 +1,14 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PricingData(_message.Message):
-    __slots__ = ("id", "price", "time", "currency", "exchange", "quote_type", "market_hours", "change_percent", "day_volume", "day_high", "day_low", "change", "short_name", "expire_date", "open_price", "previous_close", "strike_price", "underlying_symbol", "open_interest", "options_type", "mini_option", "last_size", "bid", "bid_size", "ask", "ask_size", "price_hint", "vol_24hr", "vol_all_currencies", "from_currency", "last_market", "circulating_supply", "market_cap", "components", "field_35", "field_36", "field_37", "field_38", "field_39", "field_40", "field_41", "field_42", "field_43", "field_44", "field_45", "full_day_change", "full_day_change_percent")
+    __slots__ = ("id", "price", "time", "currency", "exchange", "quote_type", "market_hours", "change_percent", "day_volume", "day_high", "day_low", "change", "short_name", "expire_date", "open_price", "previous_close", "strike_price", "underlying_symbol", "open_interest", "options_type", "mini_option", "last_size", "bid", "bid_size", "ask", "ask_size", "price_hint", "vol_24hr", "vol_all_currencies", "from_currency", "last_market", "circulating_supply", "market_cap", "components", "indices", "cmc_rank", "underlying_shortname", "fifty_two_week_change", "fifty_two_week_change_percent", "latest_amount_raised", "latest_funding_date", "latest_share_class", "latest_implied_valuation", "ytd_return", "qtd_return", "full_day_change", "full_day_change_percent")
     class QuoteType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NONE: _ClassVar[PricingData.QuoteType]
@@ -26,6 +28,10 @@ class PricingData(_message.Message):
         ECNQUOTE: _ClassVar[PricingData.QuoteType]
         CRYPTOCURRENCY: _ClassVar[PricingData.QuoteType]
         INDICATOR: _ClassVar[PricingData.QuoteType]
+        CUL_IDX: _ClassVar[PricingData.QuoteType]
+        CUL_SUB_IDX: _ClassVar[PricingData.QuoteType]
+        CUL_ASSET: _ClassVar[PricingData.QuoteType]
+        PRIVATE_COMPANY: _ClassVar[PricingData.QuoteType]
         INDUSTRY: _ClassVar[PricingData.QuoteType]
     NONE: PricingData.QuoteType
     ALTSYMBOL: PricingData.QuoteType
@@ -44,6 +50,10 @@ class PricingData(_message.Message):
     ECNQUOTE: PricingData.QuoteType
     CRYPTOCURRENCY: PricingData.QuoteType
     INDICATOR: PricingData.QuoteType
+    CUL_IDX: PricingData.QuoteType
+    CUL_SUB_IDX: PricingData.QuoteType
+    CUL_ASSET: PricingData.QuoteType
+    PRIVATE_COMPANY: PricingData.QuoteType
     INDUSTRY: PricingData.QuoteType
     class MarketHours(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
@@ -91,17 +101,17 @@ class PricingData(_message.Message):
     CIRCULATING_SUPPLY_FIELD_NUMBER: _ClassVar[int]
     MARKET_CAP_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
-    FIELD_35_FIELD_NUMBER: _ClassVar[int]
-    FIELD_36_FIELD_NUMBER: _ClassVar[int]
-    FIELD_37_FIELD_NUMBER: _ClassVar[int]
-    FIELD_38_FIELD_NUMBER: _ClassVar[int]
-    FIELD_39_FIELD_NUMBER: _ClassVar[int]
-    FIELD_40_FIELD_NUMBER: _ClassVar[int]
-    FIELD_41_FIELD_NUMBER: _ClassVar[int]
-    FIELD_42_FIELD_NUMBER: _ClassVar[int]
-    FIELD_43_FIELD_NUMBER: _ClassVar[int]
-    FIELD_44_FIELD_NUMBER: _ClassVar[int]
-    FIELD_45_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    CMC_RANK_FIELD_NUMBER: _ClassVar[int]
+    UNDERLYING_SHORTNAME_FIELD_NUMBER: _ClassVar[int]
+    FIFTY_TWO_WEEK_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    FIFTY_TWO_WEEK_CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    LATEST_AMOUNT_RAISED_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FUNDING_DATE_FIELD_NUMBER: _ClassVar[int]
+    LATEST_SHARE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_IMPLIED_VALUATION_FIELD_NUMBER: _ClassVar[int]
+    YTD_RETURN_FIELD_NUMBER: _ClassVar[int]
+    QTD_RETURN_FIELD_NUMBER: _ClassVar[int]
     FULL_DAY_CHANGE_FIELD_NUMBER: _ClassVar[int]
     FULL_DAY_CHANGE_PERCENT_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -138,17 +148,17 @@ class PricingData(_message.Message):
     circulating_supply: float
     market_cap: float
     components: str
-    field_35: int
-    field_36: int
-    field_37: int
-    field_38: int
-    field_39: int
-    field_40: int
-    field_41: int
-    field_42: int
-    field_43: int
-    field_44: int
-    field_45: int
+    indices: _containers.RepeatedScalarFieldContainer[str]
+    cmc_rank: int
+    underlying_shortname: str
+    fifty_two_week_change: float
+    fifty_two_week_change_percent: float
+    latest_amount_raised: float
+    latest_funding_date: int
+    latest_share_class: str
+    latest_implied_valuation: float
+    ytd_return: float
+    qtd_return: float
     full_day_change: float
     full_day_change_percent: float
-    def __init__(self, id: _Optional[str] = ..., price: _Optional[float] = ..., time: _Optional[int] = ..., currency: _Optional[str] = ..., exchange: _Optional[str] = ..., quote_type: _Optional[_Union[PricingData.QuoteType, str]] = ..., market_hours: _Optional[_Union[PricingData.MarketHours, str]] = ..., change_percent: _Optional[float] = ..., day_volume: _Optional[int] = ..., day_high: _Optional[float] = ..., day_low: _Optional[float] = ..., change: _Optional[float] = ..., short_name: _Optional[str] = ..., expire_date: _Optional[int] = ..., open_price: _Optional[float] = ..., previous_close: _Optional[float] = ..., strike_price: _Optional[float] = ..., underlying_symbol: _Optional[str] = ..., open_interest: _Optional[int] = ..., options_type: _Optional[int] = ..., mini_option: _Optional[int] = ..., last_size: _Optional[int] = ..., bid: _Optional[float] = ..., bid_size: _Optional[int] = ..., ask: _Optional[float] = ..., ask_size: _Optional[int] = ..., price_hint: _Optional[int] = ..., vol_24hr: _Optional[int] = ..., vol_all_currencies: _Optional[int] = ..., from_currency: _Optional[str] = ..., last_market: _Optional[str] = ..., circulating_supply: _Optional[float] = ..., market_cap: _Optional[float] = ..., components: _Optional[str] = ..., field_35: _Optional[int] = ..., field_36: _Optional[int] = ..., field_37: _Optional[int] = ..., field_38: _Optional[int] = ..., field_39: _Optional[int] = ..., field_40: _Optional[int] = ..., field_41: _Optional[int] = ..., field_42: _Optional[int] = ..., field_43: _Optional[int] = ..., field_44: _Optional[int] = ..., field_45: _Optional[int] = ..., full_day_change: _Optional[float] = ..., full_day_change_percent: _Optional[float] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., price: _Optional[float] = ..., time: _Optional[int] = ..., currency: _Optional[str] = ..., exchange: _Optional[str] = ..., quote_type: _Optional[_Union[PricingData.QuoteType, str]] = ..., market_hours: _Optional[_Union[PricingData.MarketHours, str]] = ..., change_percent: _Optional[float] = ..., day_volume: _Optional[int] = ..., day_high: _Optional[float] = ..., day_low: _Optional[float] = ..., change: _Optional[float] = ..., short_name: _Optional[str] = ..., expire_date: _Optional[int] = ..., open_price: _Optional[float] = ..., previous_close: _Optional[float] = ..., strike_price: _Optional[float] = ..., underlying_symbol: _Optional[str] = ..., open_interest: _Optional[int] = ..., options_type: _Optional[int] = ..., mini_option: _Optional[int] = ..., last_size: _Optional[int] = ..., bid: _Optional[float] = ..., bid_size: _Optional[int] = ..., ask: _Optional[float] = ..., ask_size: _Optional[int] = ..., price_hint: _Optional[int] = ..., vol_24hr: _Optional[int] = ..., vol_all_currencies: _Optional[int] = ..., from_currency: _Optional[str] = ..., last_market: _Optional[str] = ..., circulating_supply: _Optional[float] = ..., market_cap: _Optional[float] = ..., components: _Optional[str] = ..., indices: _Optional[_Iterable[str]] = ..., cmc_rank: _Optional[int] = ..., underlying_shortname: _Optional[str] = ..., fifty_two_week_change: _Optional[float] = ..., fifty_two_week_change_percent: _Optional[float] = ..., latest_amount_raised: _Optional[float] = ..., latest_funding_date: _Optional[int] = ..., latest_share_class: _Optional[str] = ..., latest_implied_valuation: _Optional[float] = ..., ytd_return: _Optional[float] = ..., qtd_return: _Optional[float] = ..., full_day_change: _Optional[float] = ..., full_day_change_percent: _Optional[float] = ...) -> None: ...

@@ -2,7 +2,9 @@
 
 Reads frames (v1 or v2, one per line) from files or stdin and writes JSON Lines: a tick
 object per decodable frame (see :mod:`recorder.wire.render`), ``{"line": N, "error": "..."}``
-for a bad line, nothing for a skipped non-pricing envelope. A summary goes to stderr.
+for a bad line, nothing for a skipped non-pricing envelope. A summary goes to stderr; it
+names the field numbers the schema does not know, or that came with another wire type,
+and how often (the ticks are printed without them).
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def decode_stream(source: TextIO, out: TextIO, first_line: int = 1) -> Counter[str]:
-    """Decode every line of ``source`` into ``out``; returns counts (ticks, errors, skipped)."""
+def decode_stream(
+    source: TextIO, out: TextIO, first_line: int = 1, unknown: Counter[int] | None = None
+) -> Counter[str]:
+    """Decode every line of ``source`` into ``out``; returns counts (ticks, errors, skipped)
+    and adds the unknown fields met, by field number, to ``unknown``."""
     counts: Counter[str] = Counter()
     line_no = first_line
     for batch in _batches(source, BATCH_LINES):
@@ -58,6 +63,8 @@ def decode_stream(source: TextIO, out: TextIO, first_line: int = 1) -> Counter[s
                 out.write(json.dumps({"line": line_no + i, "error": errors[i]}) + "\n")
                 counts["errors"] += 1
         counts["skipped"] += sum(decoded.skipped.values())
+        if unknown is not None:
+            unknown.update(decoded.unknown_fields)
         line_no += len(batch)
     counts["lines"] = line_no - first_line
     return counts
@@ -72,19 +79,22 @@ def run(ns: argparse.Namespace) -> int:
 def decode_files(paths: list[str]) -> int:
     """Decode each path (``-``: stdin) to stdout, a summary to stderr; the exit status."""
     total: Counter[str] = Counter()
+    unknown: Counter[int] = Counter()
     for path in paths or ["-"]:
         if path == "-":
-            total += decode_stream(sys.stdin, sys.stdout)
+            total += decode_stream(sys.stdin, sys.stdout, unknown=unknown)
             continue
         try:
             with open(path, encoding="utf-8", errors="surrogateescape", newline="") as source:
-                total += decode_stream(source, sys.stdout)
+                total += decode_stream(source, sys.stdout, unknown=unknown)
         except OSError as exc:
             return usage_error(NAME, f"cannot read {path}: {exc.strerror}")
     sys.stdout.flush()
+    fields = ", ".join(f"{number} ({count})" for number, count in sorted(unknown.items()))
     print(
         f"decoded {total['ticks']} ticks from {total['lines']} lines: "
-        f"{total['errors']} bad, {total['skipped']} skipped",
+        f"{total['errors']} bad, {total['skipped']} skipped"
+        + (f"; unknown fields (count): {fields}" if fields else ""),
         file=sys.stderr,
     )
     return 0

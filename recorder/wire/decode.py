@@ -6,22 +6,28 @@ protobuf's own parser (upb: it rejects truncated or garbage bytes and invalid UT
 all valid payloads are walked *together* by a vectorized protobuf wire reader in NumPy: step
 ``k`` reads the ``k``-th field of every message at once, so the Python-level work grows with
 the number of fields in a message (~15), not with the number of ticks. The reader checks
-what protobuf's parser checks (truncation, overlong varints, field 0, group or reserved wire
-types, invalid UTF-8 in strings); ``tests/recorder/test_decode.py`` holds it to protobuf's
-own parser (upb) on random and corrupted messages.
+what protobuf's parser checks (truncation, overlong varints, field 0 or above 2^29 - 1,
+group or reserved wire types, invalid UTF-8 in strings);
+``tests/recorder/wire/test_decode.py`` holds it to protobuf's own parser (upb) on random,
+corrupted and crafted messages.
 
 Invariants:
 - every sint64 is zigzag-decoded (times are epoch ms, volumes are not doubled);
 - float32 fields keep the exact bits received;
-- a repeated field inside one message keeps its last value, as protobuf merging does;
-- a known field number arriving with an unexpected wire type is ignored like an unknown
-  field (protobuf does the same);
+- a scalar field repeated inside one message keeps its last value, as protobuf merging
+  does; every element of the repeated field (``indices``) is kept, in order;
+- nothing is dropped silently: a field number the schema does not declare, or a declared
+  one arriving with another wire type, leaves the tick as it is (protobuf keeps such a
+  field as an unknown field) and is counted per field number in
+  :attr:`DecodedBatch.unknown_fields`; the first time a process meets a field number it
+  logs ``event=unknown_wire_field`` once (the journal keeps the frame itself);
 - a bad frame never poisons the others: it becomes a :class:`FrameError` with its index;
 - a tick without ``id`` or ``time`` cannot be placed in the lake and is an error too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,13 +42,40 @@ from recorder.wire.frames import MAX_FRAME_CHARS, FrameError, SkippedFrame, unwr
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+log = logging.getLogger(__name__)
 
 _SLOTS: Final = 48  # field numbers 1..47; slot 0 collects every unknown field
-_WIRE: Final = {"string": 2, "float": 5, "double": 1, "sint64": 0, "enum": 0}
+_WIRE: Final = {"string": 2, "strings": 2, "float": 5, "double": 1, "sint64": 0, "enum": 0}
 _EXPECTED_WIRE: Final = np.full(_SLOTS, -1, dtype=np.int64)
+_REPEATED: Final = np.zeros(_SLOTS, dtype=np.bool_)
 for _f in TICK_FIELDS:
     _EXPECTED_WIRE[_f.number] = _WIRE[_f.kind]
+    _REPEATED[_f.number] = _f.kind == "strings"
+_MAX_NUMBER: Final = (1 << 29) - 1  # protobuf's largest field number; upb rejects above
 _PAD: Final = b"\x00" * 32  # reads may run up to 19 bytes past the last payload
+_REPORTED: set[int] = set()  # field numbers this process has logged as unknown
+
+
+class _Fields:
+    """Fields the walk keeps besides the last value of each scalar: one (k, 4) array per
+    step of (row, field number, start, last), ``last`` being a repeated field element's
+    length or an unknown field's wire type."""
+
+    def __init__(self) -> None:
+        self._parts: list[I64] = []
+
+    def note(self, rows: I64, number: I64, start: I64, last: I64 | U64, which: Mask) -> None:
+        if which.any():
+            picked = (rows[which], number[which], start[which], last[which].astype(np.int64))
+            self._parts.append(np.stack(picked, axis=1))
+
+    def sorted(self) -> I64:
+        """All of them as one (k, 4) array by row, each row's in the order they arrived."""
+        if not self._parts:
+            return np.zeros((0, 4), dtype=np.int64)
+        joined = np.concatenate(self._parts)  # step after step: each row's in wire order
+        return joined[np.argsort(joined[:, 0], kind="stable")]
 
 
 @dataclass
@@ -50,13 +83,16 @@ class DecodedBatch:
     """The ticks decoded from a batch of frames.
 
     ``ticks`` row ``i`` came from ``frames[frame_index[i]]``; ``errors`` name the frames that
-    could not be decoded; ``skipped`` counts well-formed non-pricing envelopes by type.
+    could not be decoded; ``skipped`` counts well-formed non-pricing envelopes by type;
+    ``unknown_fields`` counts, per field number, the fields of ``ticks`` that the schema
+    does not declare or that came with another wire type (each left out of the columns).
     """
 
     ticks: pa.Table
     frame_index: I64
     errors: list[FrameError] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    unknown_fields: Counter[int] = field(default_factory=Counter)
 
 
 def decode_batch(frames: Sequence[str | bytes]) -> DecodedBatch:
@@ -73,7 +109,7 @@ def decode_batch(frames: Sequence[str | bytes]) -> DecodedBatch:
             errors.append(exc.at(i))
         except SkippedFrame as skip:
             skipped[skip.kind] += 1
-    table, reasons = _columns(payloads)
+    table, reasons, unknown = _columns(payloads)
     frame_index = np.asarray(index, dtype=np.int64)
     if reasons:
         for row, reason in reasons.items():
@@ -83,12 +119,12 @@ def decode_batch(frames: Sequence[str | bytes]) -> DecodedBatch:
         table = table.filter(pa.array(keep))
         frame_index = frame_index[keep]
         errors.sort(key=lambda e: e.index)
-    return DecodedBatch(table, frame_index, errors, skipped)
+    return DecodedBatch(table, frame_index, errors, skipped, unknown)
 
 
 def decode_frame(frame: str | bytes) -> pa.Table:
     """One frame as a one-row table; raises :class:`FrameError` or :class:`SkippedFrame`."""
-    table, reasons = _columns([unwrap(frame)])
+    table, reasons, _ = _columns([unwrap(frame)])
     if reasons:
         raise FrameError(reasons[0])
     return table
@@ -115,8 +151,9 @@ def _varint(data: npt.NDArray[np.uint8], pos: I64) -> tuple[U64, I64]:
     return value, length
 
 
-def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str]]:
-    """Walk all payloads field by field: the table, and a reason for each bad row."""
+def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str], Counter[int]]:
+    """Walk all payloads field by field: the table, a reason for each bad row, and the
+    unknown fields of the good rows by field number (logged on first sight)."""
     n = len(payloads)
     lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
     ends = np.cumsum(lengths)
@@ -127,6 +164,7 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str]]:
     size = np.zeros((_SLOTS, n), dtype=np.int64)  # a string's length
     seen = np.zeros((_SLOTS, n), dtype=np.bool_)
     bad = np.zeros(n, dtype=np.bool_)
+    repeated, unknown = _Fields(), _Fields()
     rows = np.flatnonzero(pos < ends)
     while rows.size:
         at = pos[rows]
@@ -137,7 +175,8 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str]]:
         value = np.zeros(rows.size, dtype=np.uint64)
         width = np.zeros(rows.size, dtype=np.int64)
         start = at.copy()
-        broken = (taglen == 0) | (number == 0) | (wire == 3) | (wire == 4) | (wire > 5)
+        broken = (taglen == 0) | (number == 0) | (number > _MAX_NUMBER) | (wire == 3) | (wire == 4)
+        broken |= wire > 5
         is_var = wire == 0
         if is_var.any():
             v, w = _varint(data, at[is_var])
@@ -160,7 +199,10 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str]]:
         at = at + width
         broken |= at > ends[rows]
         slot = np.where(number < _SLOTS, number, 0)
-        take = ~broken & (_EXPECTED_WIRE[slot] == wire)
+        expected = _EXPECTED_WIRE[slot] == wire
+        repeated.note(rows, number, start, value, ~broken & expected & _REPEATED[slot])
+        unknown.note(rows, number, start, wire, ~broken & ~expected)
+        take = ~broken & expected
         r, s = rows[take], slot[take]
         seen[s, r] = True
         raw[s, r] = np.where(is_len[take], start[take].astype(np.uint64), value[take])
@@ -177,13 +219,73 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str]]:
         reasons[int(row)] = "tick has no id (field 1)"
     for row in np.flatnonzero(~bad & seen[1] & ~seen[3]):
         reasons[int(row)] = "tick has no time (field 3)"
+    elements = repeated.sorted()
+    elements = elements[~bad[elements[:, 0]]]
     columns = []
     for f in TICK_FIELDS:
-        column = _column(f, data, raw[f.number], size[f.number], seen[f.number])
+        if f.kind == "strings":
+            mine = elements[elements[:, 1] == f.number]
+            column = _list_column(data, mine, n, reasons)
+        else:
+            column = _column(f, data, raw[f.number], size[f.number], seen[f.number])
         if f.kind == "string":
             column = _valid_utf8(column, reasons)
         columns.append(column)
-    return pa.Table.from_arrays(columns, schema=TICK_SCHEMA), reasons
+    counts = _unknown(unknown.sorted(), bad, reasons)
+    return pa.Table.from_arrays(columns, schema=TICK_SCHEMA), reasons, counts
+
+
+def _unknown(found: I64, bad: Mask, reasons: dict[int, str]) -> Counter[int]:
+    """The unknown fields of the rows that become ticks, by field number; the first sight
+    of a number in this process is logged once."""
+    keep = ~bad[found[:, 0]]
+    if reasons:
+        keep &= ~np.isin(found[:, 0], np.fromiter(reasons, dtype=np.int64))
+    found = found[keep]
+    numbers, first, counts = np.unique(found[:, 1], return_index=True, return_counts=True)
+    unknown: Counter[int] = Counter(dict(zip(numbers.tolist(), counts.tolist(), strict=True)))
+    for number, at, count in zip(numbers.tolist(), first.tolist(), counts.tolist(), strict=True):
+        if number not in _REPORTED:
+            _REPORTED.add(number)
+            wire_type = int(found[at, 3])
+            log.warning(
+                "event=unknown_wire_field field=%d wire_type=%d count=%d",
+                number,
+                wire_type,
+                count,
+            )
+    return unknown
+
+
+def _list_column(
+    data: npt.NDArray[np.uint8], elements: I64, n: int, reasons: dict[int, str]
+) -> pa.Array:
+    """A ``list<string>`` column from one repeated field's elements (rows ascending, each
+    row's in wire order); a row without elements is NULL."""
+    if not elements.size:
+        return pa.nulls(n, pa.list_(pa.string()))
+    counts = np.bincount(elements[:, 0], minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    lengths = elements[:, 3]
+    value_offsets = np.zeros(len(elements) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=value_offsets[1:])
+    picks = np.arange(int(value_offsets[-1]), dtype=np.int64) - np.repeat(
+        value_offsets[:-1] - elements[:, 2], lengths
+    )
+    values = pa.Array.from_buffers(
+        pa.string(),
+        len(elements),
+        [None, pa.py_buffer(value_offsets), pa.py_buffer(data[picks])],
+    )
+    owner: dict[int, str] = {}  # element -> why it is bad
+    values = _valid_utf8(values, owner)
+    for element in owner:
+        reasons.setdefault(int(elements[element, 0]), owner[element])
+    present = counts > 0
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), values, mask=pa.array(~present), type=pa.list_(pa.string())
+    )
 
 
 def _valid_utf8(column: pa.Array, reasons: dict[int, str]) -> pa.Array:

@@ -1,10 +1,11 @@
 """Ticks as JSON objects: what ``ticklake decode`` prints and what users read by eye.
 
 Invariants: only fields present in the frame appear; enums are names; integers are JSON
-integers; float32 prices are written as the shortest decimal that reads back to the same
-float32 (``177.42``, not ``177.4199981689453``), so the text is both what Yahoo meant and
-exactly the bits received; ``time`` stays epoch milliseconds and ``time_utc`` adds ISO-8601.
-NaN and infinities, which JSON cannot carry, become strings ``"NaN"``, ``"Infinity"``.
+integers; the repeated field (``indices``) is a JSON array of strings; float32 prices are
+written as the shortest decimal that reads back to the same float32 (``177.42``, not
+``177.4199981689453``), so the text is both what Yahoo meant and exactly the bits received;
+``time`` stays epoch milliseconds and ``time_utc`` adds ISO-8601. NaN and infinities, which
+JSON cannot carry, become strings ``"NaN"``, ``"Infinity"``.
 """
 
 from __future__ import annotations

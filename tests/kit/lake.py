@@ -21,7 +21,7 @@ from lake.dedupe import merge_ticks
 from lake.deltas import designated_to_files, latest_fold, list_deltas, read_delta
 from lake.layout import PART_NAME, duckdb_read_sql, minute_placeholder, ticker_dir
 from lake.minutes import list_minutes, list_tickers, read_minutes, write_minutes
-from lake.schema import LAKE_SCHEMA
+from lake.schema import LAKE_SCHEMA, LEGACY_COLUMNS, LEGACY_SOURCES, NAMED_COLUMNS
 from lake.seal import LateWindow, SealState, save_seal
 from tests.kit.ticks import sessions_of
 from tests.kit.times import DAY3, LATER
@@ -96,6 +96,28 @@ def sessions(data: Path, records: Sequence[tuple[int, Sequence[str], float, floa
 def all_sessions(data: Path, symbols: Sequence[str], start_ms: int) -> None:
     """One open session carrying ``symbols`` since ``start_ms`` (no gaps afterwards)."""
     sessions(data, [(1, symbols, start_ms / 1000 - 3600, None)])
+
+
+def to_legacy(root: Path) -> int:
+    """Rewrite every Parquet file under ``root`` (placeholders, minute, day and delta files)
+    as versions before issue 16 wrote them: fields 35-45 as int64 ``field_35`` ...
+    ``field_45`` after ``components``, 36 and 41 holding ``cmc_rank`` and
+    ``latest_funding_date``, the others NULL. Returns how many files it rewrote."""
+    sources = {column: name for name, column in LEGACY_SOURCES.items()}
+    paths = sorted(root.rglob("*.parquet"))
+    for path in paths:
+        table = pq.ParquetFile(path).read()
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for name in LAKE_SCHEMA.names:
+            if name not in NAMED_COLUMNS:
+                columns[name] = table[name]
+            if name == "components":
+                for column in LEGACY_COLUMNS:
+                    source = sources.get(column)
+                    nulls = pa.nulls(table.num_rows, pa.int64())
+                    columns[column] = table[source] if source else nulls
+        pq.write_table(pa.table(columns), path)
+    return len(paths)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ import pytest
 
 import lake.compact
 from lake.compact import compact_eligible
+from lake.history import read_day
 from lake.layout import date_dir, duckdb_read_sql, history_file, minute_file, minute_placeholder
 from lake.minutes import write_minute
+from lake.schema import LAKE_SCHEMA
 from lake.seal import SealState, save_seal
 from lake.utc import DAY_MS, MINUTE_MS
-from tests.kit.lake import count, write_days
+from tests.kit.lake import count, to_legacy, write_days
 from tests.kit.ticks import equity_ticks
 from tests.kit.times import DAY1, OPEN_MS
 
@@ -116,6 +118,36 @@ def test_day_file_holds_exactly_the_minute_files_rows(tmp_path: Path) -> None:
         assert day.equals(day_rows(written, ticker, DAY1))
         marker = date_dir(tmp_path, ticker, DAY1) / ".compacted.json"
         assert marker.is_file(), "minute files stay, hidden, for the grace period"
+    assert_exactly_once(tmp_path, written)
+
+
+def test_minute_files_of_the_placeholder_columns_compact_into_todays_columns(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: a day recorded while fields 35-45 were ``field_35`` ... placeholders
+    compacts (it stopped with "does not hold LAKE_SCHEMA" before), cmc_rank kept, and a
+    day file of that time reads as today's columns too."""
+    written = write_days(tmp_path, ["AAPL", "MSFT"], days=2, minutes=3)
+    compact_eligible(tmp_path, LATER, before=DAY2, grace=0)  # DAY1: a day file
+    to_legacy(tmp_path)
+    old_day = read_day(history_file(tmp_path, "AAPL", DAY1))
+    assert old_day.schema.equals(LAKE_SCHEMA)
+    assert old_day.equals(day_rows(written, "AAPL", DAY1))
+    narrow = read_day(history_file(tmp_path, "AAPL", DAY1), ["seq", "indices", "cmc_rank"])
+    assert narrow.column_names == ["seq", "indices", "cmc_rank"]
+    assert narrow["indices"].null_count == narrow.num_rows > 0
+    for path in date_dir(tmp_path, "MSFT", DAY2).glob("minute=*/part.parquet"):  # a rank
+        table = pq.read_table(path)
+        rank = pa.array([3] * table.num_rows, pa.int64())
+        table = table.set_column(table.schema.get_field_index("field_36"), "field_36", rank)
+        pq.write_table(table, path)
+    result = compact_eligible(tmp_path, LATER, before=DAY3, grace=0)
+    assert result.days_compacted == 2
+    day = pq.read_table(history_file(tmp_path, "MSFT", DAY2))
+    assert day.schema.equals(LAKE_SCHEMA)
+    expected = day_rows(written, "MSFT", DAY2)
+    assert day.drop_columns("cmc_rank").equals(expected.drop_columns("cmc_rank"))
+    assert day["cmc_rank"].to_pylist() == [3] * day.num_rows
     assert_exactly_once(tmp_path, written)
 
 

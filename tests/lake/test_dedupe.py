@@ -28,6 +28,8 @@ def test_a_difference_in_any_tick_column_changes_the_keys(name: str) -> None:
     base = ticks("AAPL", [T0], [1])
     kind = LAKE_SCHEMA.field(name).type
     value = {pa.string(): "x", pa.float32(): 1.5, pa.float64(): 2.5}.get(kind, 7)
+    if pa.types.is_list(kind):
+        value = ["x"]
     if name == "time":
         changed = ticks("AAPL", [T0 + 1], [1])
     else:
@@ -58,3 +60,23 @@ def test_keys_agree_with_the_merge_rule_on_random_ticks() -> None:
     distinct_keys = len({(int(a), int(b)) for a, b in zip(first, second, strict=True)})
     merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), table)
     assert distinct_keys == merged.num_rows < n
+
+
+LISTS = [None, [], [""], ["a", "b"], ["ab"], ["a\x1fb"], ["a", "\x1fb"], ["b", "a"], ["a\\", "b"]]
+
+
+def test_lists_are_equal_element_by_element_in_keys_and_in_the_merge() -> None:
+    """``indices`` (a list column): every list here differs from every other, and equal
+    lists are the same tick, in ``content_keys`` and in ``merge_ticks`` alike; a sliced
+    table (as a batch is, after a filter) keys the same."""
+    n = len(LISTS)
+    table = ticks("AAPL", [T0] * 2 * n, range(1, 2 * n + 1), indices=LISTS + LISTS)
+    first, second = content_keys(table)
+    keys = list(zip(first.tolist(), second.tolist(), strict=True))
+    assert len(set(keys[:n])) == n and keys[:n] == keys[n:]
+    sliced = content_keys(table.slice(n))
+    assert list(zip(sliced[0].tolist(), sliced[1].tolist(), strict=True)) == keys[n:]
+    merged, kept_new = merge_ticks(LAKE_SCHEMA.empty_table(), table)
+    assert kept_new == merged.num_rows == n
+    assert merged["seq"].to_pylist() == list(range(1, n + 1))  # the lowest seq of each
+    assert merged["indices"].to_pylist() == LISTS

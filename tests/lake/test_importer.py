@@ -100,6 +100,7 @@ def test_parquet_round_trip_with_every_kind_of_column(tmp_path: Path) -> None:
             "price_hint": pa.array([2, 2, 2], pa.int64()),
             "short_name": pa.array(["E-mini", None, "S&P 500"]),
             "market_hours": pa.array(["REGULAR_MARKET", None, "PRE_MARKET"]),
+            "indices": pa.array([None, [], ["^GSPC", "^NDX"]], pa.large_list(pa.large_string())),
             "received_at": pa.array([T0 * 1000 + 7, None, T0 * 1000 + 9]).cast(
                 pa.timestamp("us", "UTC")
             ),
@@ -110,11 +111,22 @@ def test_parquet_round_trip_with_every_kind_of_column(tmp_path: Path) -> None:
     rows = lake(
         tmp_path / "data",
         "id, epoch_ms(time), price, day_volume, market_cap, price_hint, short_name,"
-        " market_hours, epoch_us(received_at)",
+        " market_hours, epoch_us(received_at), indices",
     )
     assert rows == [
-        ("ES=F", times[0], f32(5010.25), 10, 1e12, 2, "E-mini", "REGULAR_MARKET", T0 * 1000 + 7),
-        ("ES=F", times[1], f32(5011.0), 12, None, 2, None, None, NOW_US),
+        (
+            "ES=F",
+            times[0],
+            f32(5010.25),
+            10,
+            1e12,
+            2,
+            "E-mini",
+            "REGULAR_MARKET",
+            T0 * 1000 + 7,
+            None,
+        ),
+        ("ES=F", times[1], f32(5011.0), 12, None, 2, None, None, NOW_US, []),
         (
             "^GSPC",
             times[2],
@@ -125,8 +137,13 @@ def test_parquet_round_trip_with_every_kind_of_column(tmp_path: Path) -> None:
             "S&P 500",
             "PRE_MARKET",
             T0 * 1000 + 9,
+            ["^GSPC", "^NDX"],
         ),
     ]
+    text = csv(tmp_path / "lists.csv", "ticker,time,price,indices\nES=F,2026-11-25T14:30:05Z,1,x\n")
+    with pytest.raises(ImportRejectedError) as refused:
+        run(tmp_path / "data", text)
+    assert "column 'indices' has type string, not strings" in refused.value.problems[0]
 
 
 def test_time_formats(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lake.atomic import atomic_write_bytes, temporary_path, temporary_pid
+from lake.deltas import read_delta, write_delta
 from lake.errors import LakeReadError, LakeWriteError
 from lake.layout import (
     duckdb_read_sql,
@@ -37,7 +38,7 @@ from lake.minutes import (
 from lake.schema import LAKE_SCHEMA
 from lake.symbols import SymbolError
 from lake.utc import MINUTE_MS
-from tests.kit.lake import ODD_SYMBOLS
+from tests.kit.lake import ODD_SYMBOLS, to_legacy
 from tests.kit.ticks import ticks
 from tests.kit.times import OPEN_MS as T0
 
@@ -409,3 +410,30 @@ def test_list_minutes_of_a_day(tmp_path: Path) -> None:
     day = dt.date(2024, 1, 2)
     assert list_minutes(tmp_path, "AAPL", day) == [T0, T0 + 3 * MINUTE_MS, T0 + 7 * MINUTE_MS]
     assert list_minutes(tmp_path, "AAPL", day + dt.timedelta(days=1)) == []
+
+
+def test_a_minute_file_from_before_fields_35_45_had_names_takes_late_ticks(
+    tmp_path: Path,
+) -> None:
+    old = ticks("AAPL", [T0, T0 + 1000], [1, 2], cmc_rank=[7, None])
+    write_minute(tmp_path, "AAPL", T0, old)
+    to_legacy(tmp_path)  # the minute file and the lake's placeholders
+    path = minute_file(tmp_path, "AAPL", T0)
+    assert "field_36" in pq.ParquetFile(path).schema_arrow.names
+
+    assert read_minutes(tmp_path, "AAPL", [T0])["cmc_rank"].to_pylist() == [7, None]
+    late = write_minute(tmp_path, "AAPL", T0, ticks("AAPL", [T0 + 500], [3], cmc_rank=[9]))
+
+    table = read_file(late.path)
+    assert table.schema.equals(LAKE_SCHEMA), "rewritten with today's columns"
+    assert table["seq"].to_pylist() == [1, 3, 2]
+    assert table["cmc_rank"].to_pylist() == [7, 9, None]
+
+
+def test_a_delta_from_before_fields_35_45_had_names_keeps_its_values(tmp_path: Path) -> None:
+    delta = write_delta(tmp_path, ticks("AAPL", [T0], [1], cmc_rank=[4]))
+    assert delta is not None
+    to_legacy(tmp_path)
+    rows = read_delta(delta)
+    assert rows.schema.equals(LAKE_SCHEMA)
+    assert rows["cmc_rank"].to_pylist() == [4]

@@ -41,3 +41,27 @@ def test_wire_types_are_yahoos() -> None:
     assert hours.Value("PRE_MARKET") == 0 and hours.Value("OVERNIGHT_MARKET") == 4
     assert PricingData.QuoteType.Value("CRYPTOCURRENCY") == 41
     assert PricingData.QuoteType.Value("HEARTBEAT") == 7
+
+
+def test_fields_35_to_45_and_the_newer_quote_types_are_yahoos() -> None:
+    """Issue 16: the names and types a client generated from Yahoo's schema declares."""
+    fields = {f.number: f for f in PricingData.DESCRIPTOR.fields}
+    expected = {
+        35: ("indices", "TYPE_STRING"),
+        36: ("cmc_rank", "TYPE_SINT64"),
+        37: ("underlying_shortname", "TYPE_STRING"),
+        38: ("fifty_two_week_change", "TYPE_FLOAT"),
+        39: ("fifty_two_week_change_percent", "TYPE_FLOAT"),
+        40: ("latest_amount_raised", "TYPE_FLOAT"),
+        41: ("latest_funding_date", "TYPE_SINT64"),
+        42: ("latest_share_class", "TYPE_STRING"),
+        43: ("latest_implied_valuation", "TYPE_FLOAT"),
+        44: ("ytd_return", "TYPE_FLOAT"),
+        45: ("qtd_return", "TYPE_FLOAT"),
+    }
+    for number, (name, kind) in expected.items():
+        assert (fields[number].name, fields[number].type) == (name, getattr(fields[number], kind))
+        assert fields[number].is_repeated == (number == 35)
+    quote_types = PricingData.QuoteType
+    assert [quote_types.Value(n) for n in ("CUL_IDX", "CUL_SUB_IDX", "CUL_ASSET")] == [43, 44, 45]
+    assert quote_types.Value("PRIVATE_COMPANY") == 46 and quote_types.Value("INDUSTRY") == 1000

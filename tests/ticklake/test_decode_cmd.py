@@ -69,3 +69,46 @@ def test_decode_reads_stdin_and_reports_a_missing_file_in_one_line(tmp_path: Pat
     missing = run_decode([str(tmp_path / "nope.txt")])
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "cannot read" in missing.stderr
+
+
+def test_decode_prints_fields_35_to_45_by_name_and_names_unknown_fields(tmp_path: Path) -> None:
+    """The frame of issue 16: fields 35-45 in Yahoo's types, quote type 46, and a field 48
+    no schema declares yet: every known field printed by name, 48 reported, none dropped."""
+    msg = PricingData(
+        id="ACME",
+        price=12.5,
+        time=1713276945000,
+        quote_type=PricingData.PRIVATE_COMPANY,
+        indices=["^GSPC", "^NDX"],
+        cmc_rank=3,
+        underlying_shortname="Acme Holdings",
+        fifty_two_week_change=-1.25,
+        fifty_two_week_change_percent=-9.5,
+        latest_amount_raised=2.5e8,
+        latest_funding_date=1700000000000,
+        latest_share_class="Series C",
+        latest_implied_valuation=4e9,
+        ytd_return=12.25,
+        qtd_return=-3.5,
+    )
+    payload = msg.SerializeToString() + b"\x80\x03\x06"  # field 48, varint 6
+    text = base64.b64encode(payload).decode()
+    path = tmp_path / "frames.txt"
+    path.write_text(f"{text}\n{frame(msg, True)}\n")
+    done = run_decode([str(path)])
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    assert first == second
+    assert first["quote_type"] == "PRIVATE_COMPANY"
+    assert first["indices"] == ["^GSPC", "^NDX"]
+    assert first["cmc_rank"] == 3 and first["latest_funding_date"] == 1700000000000
+    assert first["underlying_shortname"] == "Acme Holdings"
+    assert first["latest_share_class"] == "Series C"
+    assert (first["fifty_two_week_change"], first["fifty_two_week_change_percent"]) == (-1.25, -9.5)
+    assert (first["latest_amount_raised"], first["latest_implied_valuation"]) == (2.5e8, 4e9)
+    assert (first["ytd_return"], first["qtd_return"]) == (12.25, -3.5)
+    assert not any(key.startswith("field_") for key in first)
+    assert "decoded 2 ticks from 2 lines: 0 bad, 0 skipped; unknown fields (count): 48 (1)" in (
+        done.stderr
+    )
+    assert "event=unknown_wire_field field=48 wire_type=0 count=1" in done.stderr

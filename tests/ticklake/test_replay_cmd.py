@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from lake.layout import parse_minute_dir
+from lake.layout import duckdb_read_sql, parse_minute_dir
+from lake.schema import LAKE_SCHEMA
 from lake.seal import SealState
 from lake.utc import MINUTE_MS
-from tests.kit.lake import lake_files, lake_table, read_quarantine
+from tests.kit.lake import lake_files, lake_table, read_quarantine, to_legacy
 from tests.kit.recorder import CRYPTO, assert_lake_is_journal, record, recorder_config
 from ticklake.cli import main
 from ticklake.simulator import SimulatorConfig
@@ -76,3 +78,25 @@ def windows(rows: pa.Table) -> set[tuple[str, int]]:
     """(ticker, minute start) of each row."""
     times = rows["time"].cast(pa.int64()).to_pylist()
     return {(t, m - m % MINUTE_MS) for t, m in zip(rows["id"].to_pylist(), times, strict=True)}
+
+
+def test_replay_into_rebuilds_a_lake_of_placeholder_columns_with_todays(tmp_path: Path) -> None:
+    """Issue 16: a lake recorded while fields 35-45 were ``field_35`` ... placeholders
+    (made so by ``to_legacy``) reads with the new columns NULL but for those 36 and 41
+    held; ``replay --into`` rebuilds it from the journal with every new column filled."""
+    data, rebuilt = tmp_path / "data", tmp_path / "rebuilt"
+    record(recorder_config(data, CRYPTO), SimulatorConfig(rate=20, seed=16), 2.0)
+    assert to_legacy(data) > 3  # placeholders, minute files and deltas
+    assert all("cmc_rank" not in pq.read_schema(p).names for p in data.rglob("*.parquet"))
+    assert main(["replay", "--data", str(data), "--into", str(rebuilt)]) == 0
+    files = list(lake_files(rebuilt).values())
+    assert files and all(pq.read_schema(p).equals(LAKE_SCHEMA) for p in files)
+    columns = "ticker, seq, cmc_rank, circulating_supply, indices"
+    with duckdb.connect() as con:
+        old = con.execute(f"SELECT {columns} FROM {duckdb_read_sql(data)} ORDER BY seq").fetchall()
+        new = con.execute(f"SELECT {columns} FROM {duckdb_read_sql(rebuilt)} ORDER BY seq")
+        new_rows = new.fetchall()
+    assert old == new_rows and len(new_rows) > 10  # cmc_rank read from field_36 in `data`
+    ranks = {ticker: rank for ticker, _, rank, _, _ in new_rows}
+    assert ranks == {"BTC-USD": 1, "ETH-USD": 2, "SOL-USD": 6}
+    assert all(row[4] is None for row in new_rows)  # coins belong to no index

@@ -53,10 +53,12 @@ V2_FRAME = re.compile(r'\{"type":"pricing","message":"[A-Za-z0-9+/]+={0,2}"\}')
 
 COMMON = {"id", "price", "time", "exchange", "quote_type", "market_hours", "price_hint"}
 CHANGES = {"change", "change_percent", "full_day_change", "full_day_change_percent"}
-EQUITY = COMMON | CHANGES | {"day_volume", "day_high", "day_low", "last_size"}
+WEEKS = {"fifty_two_week_change", "fifty_two_week_change_percent"}  # unset when exactly zero
+EQUITY = COMMON | CHANGES | WEEKS | {"day_volume", "day_high", "day_low", "last_size"}
+ETF = EQUITY | {"ytd_return", "qtd_return"}
 COVERAGE = {  # symbol -> (fields always present, fields that may be present)
-    "AAPL": (EQUITY - CHANGES, EQUITY),
-    "SPY": (EQUITY - CHANGES, EQUITY),
+    "AAPL": ((EQUITY - CHANGES - WEEKS) | {"indices"}, EQUITY | {"indices"}),
+    "SPY": (ETF - CHANGES - WEEKS, ETF),
     "^GSPC": (COMMON | {"day_high", "day_low"}, COMMON | CHANGES | {"day_high", "day_low"}),
     "EURUSD=X": (
         COMMON | {"currency", "day_high", "day_low"},
@@ -69,7 +71,7 @@ COVERAGE = {  # symbol -> (fields always present, fields that may be present)
 }
 CRYPTO = COMMON | {"currency", "day_volume", "day_high", "day_low", "short_name", "last_size"}
 CRYPTO |= {"vol_24hr", "vol_all_currencies", "from_currency", "last_market"}
-CRYPTO |= {"circulating_supply", "market_cap"}
+CRYPTO |= {"circulating_supply", "market_cap", "cmc_rank"}
 COVERAGE["BTC-USD"] = (CRYPTO, CRYPTO | {"change", "change_percent"})
 
 
@@ -200,6 +202,42 @@ def test_v2_frames_carry_yahoo_fields_per_asset_class_at_the_clock_time() -> Non
     fx = next(decode(f) for f in frames if decode(f).id == "EURUSD=X")
     assert (fx.currency, fx.exchange) == ("USD", "CCY")
     assert {decode(f).quote_type for f in frames} >= {PricingData.ETF, PricingData.EQUITY}
+
+
+def test_fields_35_to_45_are_sent_with_plausible_values_per_asset_class() -> None:
+    """Issue 16: each coin its own price, supply and rank; equities their indices and the
+    change over 52 weeks, moving with the price; ETFs their returns; none of it for FX."""
+    t, hours, session = int(MONDAY_10) * 1000, PricingData.REGULAR_MARKET, 19730
+    symbols = ["BTC-USD", "ETH-USD", "DOGE-USD", "AAPL", "MSFT", "SPY", "EURUSD=X", "ES=F"]
+    feeds = {s: SymbolFeed(s, 3) for s in symbols}
+    ticks = {s: [PricingData.FromString(f.next_tick(t, hours, session).payload) for _ in "ab"]
+             for s, f in feeds.items()}  # fmt: skip
+    btc, eth, doge = (ticks[s][0] for s in ("BTC-USD", "ETH-USD", "DOGE-USD"))
+    assert abs(btc.circulating_supply - 19.9e6) < 0.1e6 and btc.cmc_rank == 1
+    assert eth.cmc_rank == 2 and 100e6 < eth.circulating_supply < 130e6
+    assert 30_000 < btc.price < 200_000 and 500 < eth.price < 10_000 and doge.price < 2
+    assert btc.market_cap == pytest.approx(btc.price * btc.circulating_supply)
+    assert doge.price_hint == 5 and np.float32(round(doge.price, 5)) == np.float32(doge.price)
+    for symbol in ("AAPL", "MSFT", "SPY"):
+        for tick in ticks[symbol]:
+            year_ago = tick.price - tick.fifty_two_week_change
+            assert 0.6 < tick.price / year_ago < 1.6
+            percent = tick.fifty_two_week_change / year_ago * 100
+            assert tick.fifty_two_week_change_percent == pytest.approx(percent, rel=1e-5)
+        first, second = ticks[symbol]
+        moved = second.price - first.price
+        assert second.fifty_two_week_change - first.fifty_two_week_change == pytest.approx(
+            moved, abs=1e-3
+        )
+    for symbol in ("AAPL", "MSFT"):
+        indices = list(ticks[symbol][0].indices)
+        assert indices[0] == "^GSPC" and set(indices) <= {"^GSPC", "^IXIC", "^NDX", "^NYA", "^DJI"}
+    spy = ticks["SPY"][0]
+    assert -15 <= spy.ytd_return <= 30 and abs(spy.qtd_return) <= abs(spy.ytd_return)
+    assert not spy.indices
+    for symbol in ("EURUSD=X", "ES=F"):
+        named = {d.name for d, _ in ticks[symbol][0].ListFields()}
+        assert not named & ({"indices", "cmc_rank", "ytd_return"} | WEEKS)
 
 
 def test_v1_frames_are_bare_base64() -> None:

@@ -10,6 +10,12 @@ Invariants:
 - ``day_volume`` rises within a session and restarts when ``recorder.wire.markets.session_id``
   changes; crypto instead carries a rolling 24 h figure in ``day_volume``, ``last_size``
   and ``vol_24hr`` alike; FX and indices carry no volume;
+- fields 35-45 where they fit (their values are plausible, not Yahoo's): equities name the
+  indices they belong to; equities and ETFs carry the change since a price a year ago
+  (``fifty_two_week_change`` and its percent, moving with the price); ETFs their year- and
+  quarter-to-date returns; coins their CoinMarketCap rank. Well-known coins trade near
+  their own price with their own circulating supply (BTC ~19.9 M coins). These values come
+  from a second generator, so the price walks draw exactly what they drew before;
 - a closed market (``recorder.wire.markets.market_hours`` is None) generates nothing;
 - :meth:`SymbolFeed.next_columns` (burst mode) continues the same walk as
   :meth:`SymbolFeed.next_tick`, many messages at once, and sets the same fields to the same
@@ -68,24 +74,63 @@ PROFILES: Final = {
     AssetClass.INDEX: Profile(4000.0, 6000.0, 2, 1e-4, None),
     AssetClass.CURRENCY: Profile(0.8, 1.4, 4, 5e-5, None),
     AssetClass.FUTURE: Profile(4000.0, 6000.0, 2, 1e-4, (1, 20)),
-    AssetClass.CRYPTOCURRENCY: Profile(30_000.0, 90_000.0, 2, 3e-4, None),
+    AssetClass.CRYPTOCURRENCY: Profile(0.05, 50.0, 4, 5e-4, None),  # other coins: see COINS
 }
 INDEX_EXCHANGES: Final = {"^GSPC": "SNP", "^DJI": "DJI", "^IXIC": "NIM", "^VIX": "WCB"}
 FUTURE_EXCHANGES: Final = {"YM": "CBT", "ZB": "CBT", "ZN": "CBT", "CL": "NYM", "GC": "CMX"}
-COIN_NAMES: Final = {"BTC": "Bitcoin", "ETH": "Ethereum", "SOL": "Solana", "DOGE": "Dogecoin"}
 
 
-def _static_fields(symbol: str, cls: AssetClass, rng: np.random.Generator) -> dict[str, object]:
-    """Fields that never change for a symbol, as Yahoo sends them for its asset class."""
+@dataclass(frozen=True, slots=True)
+class Coin:
+    """A well-known coin: its name, CoinMarketCap rank, circulating supply and price."""
+
+    name: str
+    rank: int
+    supply: float
+    profile: Profile
+
+
+# fmt: off
+COINS: Final = {  # late 2025, rounded
+    "BTC": Coin("Bitcoin", 1, 19.9e6, Profile(60_000.0, 110_000.0, 2, 3e-4, None)),
+    "ETH": Coin("Ethereum", 2, 120.7e6, Profile(1_800.0, 4_500.0, 2, 4e-4, None)),
+    "USDT": Coin("Tether USDt", 3, 1.8e11, Profile(0.9995, 1.0005, 4, 1e-5, None)),
+    "XRP": Coin("XRP", 4, 6.0e10, Profile(0.5, 3.0, 4, 5e-4, None)),
+    "BNB": Coin("BNB", 5, 1.39e8, Profile(500.0, 900.0, 2, 4e-4, None)),
+    "SOL": Coin("Solana", 6, 5.4e8, Profile(100.0, 250.0, 2, 5e-4, None)),
+    "DOGE": Coin("Dogecoin", 8, 1.5e11, Profile(0.08, 0.4, 5, 6e-4, None)),
+}
+# fmt: on
+INDEX_MEMBERSHIP: Final = {"NMS": ("^GSPC", "^IXIC", "^NDX"), "NYQ": ("^GSPC", "^NYA", "^DJI")}
+
+
+def _coin(symbol: str, cls: AssetClass) -> Coin | None:
+    return COINS.get(symbol.partition("-")[0]) if cls is AssetClass.CRYPTOCURRENCY else None
+
+
+def _profile(symbol: str, cls: AssetClass) -> Profile:
+    coin = _coin(symbol, cls)
+    return coin.profile if coin else PROFILES[cls]
+
+
+def _static_fields(
+    symbol: str, cls: AssetClass, rng: np.random.Generator, extra: np.random.Generator
+) -> dict[str, object]:
+    """Fields that never change for a symbol, as Yahoo sends them for its asset class
+    (fields 35-45 drawn from ``extra``, the rest from ``rng``)."""
     static: dict[str, object] = {
         "id": symbol,
         "quote_type": PricingData.QuoteType.Value(cls.value),
-        "price_hint": PROFILES[cls].price_hint,
+        "price_hint": _profile(symbol, cls).price_hint,
     }
     if cls is AssetClass.EQUITY:
-        static["exchange"] = ("NMS", "NYQ")[int(rng.integers(2))]
+        static["exchange"] = exchange = ("NMS", "NYQ")[int(rng.integers(2))]
+        members = INDEX_MEMBERSHIP[exchange]
+        static["indices"] = list(members[: int(extra.integers(1, len(members) + 1))])
     elif cls is AssetClass.ETF:
         static["exchange"] = "NMS" if symbol == "QQQ" else "PCX"
+        ytd = round(float(extra.uniform(-15.0, 30.0)), 2)
+        static |= {"ytd_return": ytd, "qtd_return": round(ytd * float(extra.uniform(0, 0.5)), 2)}
     elif cls is AssetClass.INDEX:
         static["exchange"] = INDEX_EXCHANGES.get(symbol, "SNP")
     elif cls is AssetClass.CURRENCY:
@@ -97,11 +142,14 @@ def _static_fields(symbol: str, cls: AssetClass, rng: np.random.Generator) -> di
         static["open_interest"] = int(rng.integers(100_000, 3_000_000))
     else:
         base, _, quote = symbol.partition("-")
+        coin = _coin(symbol, cls)
+        supply = float(rng.uniform(1e7, 1e9))
         static |= {"currency": quote, "exchange": "CCC", "from_currency": base}
-        static |= {"short_name": f"{COIN_NAMES.get(base, base)} {quote}"}
+        static |= {"short_name": f"{coin.name if coin else base} {quote}"}
         static |= {
             "last_market": "CoinMarketCap",
-            "circulating_supply": float(rng.uniform(1e7, 1e9)),
+            "circulating_supply": coin.supply if coin else supply,
+            "cmc_rank": coin.rank if coin else int(extra.integers(20, 2_000)),
         }
     return static
 
@@ -125,14 +173,16 @@ class SymbolFeed:
     def __init__(self, symbol: str, seed: int) -> None:
         self.symbol = symbol
         self.asset = asset_class(symbol)
-        self.profile = profile = PROFILES[self.asset]
+        self.profile = profile = _profile(symbol, self.asset)
         self.credit = 1.0  # messages due; a new symbol streams on the next advance
         self.latest: Tick | None = None
         rng = self._rng = _generator(seed, symbol)
         self._hint, self._scale = profile.price_hint, float(10**profile.price_hint)
         self._level = float(rng.uniform(profile.low, profile.high))
         self._rolling = float(rng.uniform(2e9, 4e10))  # crypto's 24 h volume
-        static = {name: v for name, v in _static_fields(symbol, self.asset, rng).items() if v}
+        extra = _generator(seed, f"{symbol}\0fields 35-45")
+        static = _static_fields(symbol, self.asset, rng, extra)
+        static = {name: v for name, v in static.items() if v}
         self._template = PricingData(**static)  # type: ignore[arg-type]
         self._supply = float(static.get("circulating_supply", 0.0))  # type: ignore[arg-type]
         self._equity = self.asset in (AssetClass.EQUITY, AssetClass.ETF)
@@ -145,6 +195,8 @@ class SymbolFeed:
         self._last = self._previous_close = max(round(self._level * self._scale), 1) / self._scale
         self._regular_close: float | None = None
         self._volume, self._high, self._low = 0, self._last, self._last
+        year_ago = self._last / float(extra.uniform(0.7, 1.5))  # 52-week change: -30%..+50%
+        self._year_ago = max(round(year_ago * self._scale), 1) / self._scale
 
     @property
     def template(self) -> PricingData:
@@ -234,6 +286,10 @@ class SymbolFeed:
             if self._equity:
                 message.full_day_change = change
                 message.full_day_change_percent = message.change_percent
+        week_change = price - self._year_ago
+        if self._equity and week_change:
+            message.fifty_two_week_change = week_change
+            message.fifty_two_week_change_percent = week_change / self._year_ago * 100.0
         return message
 
     def _set_volumes(self, message: PricingData, price: float, size: int, rolling: int) -> None:
@@ -272,6 +328,9 @@ class SymbolFeed:
         if self._equity:
             columns |= {"last_size": sizes, "full_day_change": change}
             columns["full_day_change_percent"] = percent
+            week_change = prices - self._year_ago
+            columns["fifty_two_week_change"] = week_change
+            columns["fifty_two_week_change_percent"] = week_change / self._year_ago * 100.0
         elif self.asset is AssetClass.CRYPTOCURRENCY:
             columns |= {name: rolls for name in ("day_volume", "last_size", "vol_24hr")}
             columns |= {"vol_all_currencies": rolls, "market_cap": prices * self._supply}

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import random
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from lake.schema import TICK_FIELDS, PricingData
+from recorder.wire import decode as decode_module
 from recorder.wire.decode import decode_batch, decode_frame
 from recorder.wire.frames import MAX_FRAME_CHARS, FrameError, SkippedFrame
 from tests.kit.frames import HEARTBEAT, envelope, v1, v2
@@ -23,10 +27,11 @@ def random_message(rng: random.Random) -> PricingData:
     for f in TICK_FIELDS:
         if f.number in (1, 3) or rng.random() < 0.5:
             continue
+        if f.kind == "strings":
+            getattr(msg, f.name).extend(random_text(rng) for _ in range(rng.randrange(0, 4)))
+            continue
         if f.kind == "string":
-            value: object = "".join(
-                rng.choice("abcXYZ09=^-é😀") for _ in range(rng.randrange(0, 12))
-            )
+            value: object = random_text(rng)
         elif f.kind == "float":
             value = struct.unpack("<f", struct.pack("<f", rng.uniform(-1e6, 1e6)))[0]
         elif f.kind == "double":
@@ -39,10 +44,18 @@ def random_message(rng: random.Random) -> PricingData:
     return msg
 
 
+def random_text(rng: random.Random) -> str:
+    return "".join(rng.choice("abcXYZ09=^-é😀") for _ in range(rng.randrange(0, 12)))
+
+
 def expected_row(msg: PricingData) -> dict[str, object]:
+    """What the decoder must make of ``msg``: protobuf's own values, NULL where absent (and
+    for a repeated field without elements), enums by name."""
     row: dict[str, object] = {}
     for f in TICK_FIELDS:
-        if f.kind == "enum":
+        if f.kind == "strings":
+            row[f.name] = list(getattr(msg, f.name)) or None
+        elif f.kind == "enum":
             value = getattr(msg, f.name) if msg.HasField(f.name) else 0
             row[f.name] = (f.enum_names or {}).get(value, str(value))
         elif not msg.HasField(f.name):
@@ -78,17 +91,195 @@ def test_columns_equal_protobufs_own_parser_on_random_messages() -> None:
             assert same(row[name], value), (name, row[name], value)
 
 
-def test_repeated_field_keeps_last_value_and_unknown_fields_are_ignored() -> None:
+def test_repeated_scalar_keeps_last_value_and_unknown_fields_leave_the_tick_as_it_is() -> None:
     first = PricingData(id="AMZN", time=1000, price=1.5, day_volume=10)
     second = PricingData(price=2.5, market_hours=PricingData.POST_MARKET)
     unknown = b"\x80\x06\x05" + b"\xa2\x06\x03abc"  # field 96 varint, field 100 bytes
-    wrong_wire = b"\x10\x07"  # field 2 (float) sent as a varint: ignored like protobuf does
+    wrong_wire = b"\x10\x07"  # field 2 (float) sent as a varint: protobuf keeps it unknown
     payload = first.SerializeToString() + unknown + wrong_wire + second.SerializeToString()
     parsed = PricingData.FromString(payload)
-    [row] = actual_rows([base64.b64encode(payload).decode()])
+    batch = decode_batch([base64.b64encode(payload).decode()])
+    [row] = batch.ticks.to_pylist()
     assert row["price"] == parsed.price == 2.5
     assert row["day_volume"] == 10
     assert row["market_hours"] == "POST_MARKET"
+    assert batch.unknown_fields == {96: 1, 100: 1, 2: 1}
+
+
+# Yahoo's PricingData field by field, as docs/wire.md lists it (number -> name, wire kind):
+# written out here, apart from proto/pricing.proto, so that a wrong type there fails.
+YAHOO_FIELDS = {
+    1: ("id", "string"),
+    2: ("price", "float"),
+    3: ("time", "sint64"),
+    4: ("currency", "string"),
+    5: ("exchange", "string"),
+    6: ("quote_type", "enum"),
+    7: ("market_hours", "enum"),
+    8: ("change_percent", "float"),
+    9: ("day_volume", "sint64"),
+    10: ("day_high", "float"),
+    11: ("day_low", "float"),
+    12: ("change", "float"),
+    13: ("short_name", "string"),
+    14: ("expire_date", "sint64"),
+    15: ("open_price", "float"),
+    16: ("previous_close", "float"),
+    17: ("strike_price", "float"),
+    18: ("underlying_symbol", "string"),
+    19: ("open_interest", "sint64"),
+    20: ("options_type", "sint64"),
+    21: ("mini_option", "sint64"),
+    22: ("last_size", "sint64"),
+    23: ("bid", "float"),
+    24: ("bid_size", "sint64"),
+    25: ("ask", "float"),
+    26: ("ask_size", "sint64"),
+    27: ("price_hint", "sint64"),
+    28: ("vol_24hr", "sint64"),
+    29: ("vol_all_currencies", "sint64"),
+    30: ("from_currency", "string"),
+    31: ("last_market", "string"),
+    32: ("circulating_supply", "double"),
+    33: ("market_cap", "double"),
+    34: ("components", "string"),
+    35: ("indices", "repeated string"),
+    36: ("cmc_rank", "sint64"),
+    37: ("underlying_shortname", "string"),
+    38: ("fifty_two_week_change", "float"),
+    39: ("fifty_two_week_change_percent", "float"),
+    40: ("latest_amount_raised", "float"),
+    41: ("latest_funding_date", "sint64"),
+    42: ("latest_share_class", "string"),
+    43: ("latest_implied_valuation", "float"),
+    44: ("ytd_return", "float"),
+    45: ("qtd_return", "float"),
+    46: ("full_day_change", "float"),
+    47: ("full_day_change_percent", "float"),
+}
+WIRE_TYPES = {"string": 2, "repeated string": 2, "float": 5, "double": 1, "sint64": 0, "enum": 0}
+QUOTE_TYPES = [0, 5, 7, 8, 9, 11, 12, 13, 14, 15, 17, 18, 20, 23, 28, 41, 42, 43, 44, 45, 46, 1000]
+
+
+def varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # a negative enum is ten bytes, as protobuf writes it
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes([*out, value])
+
+
+def wire_field(number: int, wire_type: int, value: object) -> bytes:
+    """One field as bytes: tag, then the value in ``wire_type``'s encoding."""
+    tag = varint(number << 3 | wire_type)
+    if wire_type == 0:
+        assert isinstance(value, int)
+        return tag + varint(value)
+    if wire_type == 5:
+        return tag + struct.pack("<f", value)
+    if wire_type == 1:
+        return tag + struct.pack("<d", value)
+    data = value.encode() if isinstance(value, str) else value
+    assert isinstance(data, bytes)
+    return tag + varint(len(data)) + data
+
+
+def crafted_fields(rng: random.Random, number: int) -> list[bytes]:
+    """Field ``number`` with a random value in Yahoo's wire type (several elements for the
+    repeated field, each its own record)."""
+    kind = YAHOO_FIELDS[number][1]
+    wire_type = WIRE_TYPES[kind]
+    if kind == "repeated string":
+        return [wire_field(number, 2, random_text(rng)) for _ in range(rng.randrange(1, 4))]
+    if kind == "string":
+        value: object = random_text(rng)
+    elif kind == "float":
+        value = rng.choice([rng.uniform(-1e6, 1e6), 0.0, -0.0, float("nan"), 3.4e38])
+    elif kind == "double":
+        value = rng.choice([rng.uniform(-1e15, 1e15), 19_900_000.0, float("-inf")])
+    elif kind == "sint64":
+        signed = rng.choice([0, 1, -1, 2**63 - 1, -(2**63), rng.randrange(-(2**40), 2**40)])
+        value = (signed << 1) ^ (signed >> 63)  # zigzag
+    elif number == 6:
+        value = rng.choice([*QUOTE_TYPES, 99])
+    else:
+        value = rng.choice([0, 1, 2, 3, 4, 9])
+    return [wire_field(number, wire_type, value)]
+
+
+def test_yahoo_field_table_is_the_proto() -> None:
+    by_number = {f.number: f for f in TICK_FIELDS}
+    assert sorted(by_number) == sorted(YAHOO_FIELDS) == list(range(1, 48))
+    for number, (name, kind) in YAHOO_FIELDS.items():
+        assert by_number[number].name == name
+        assert by_number[number].kind == ("strings" if kind == "repeated string" else kind)
+
+
+def test_crafted_frames_with_every_field_equal_protobufs_own_parse() -> None:
+    """Fields 1-47 each in Yahoo's wire type, in any order, some twice, the repeated field's
+    elements between other fields: the columns equal the reference runtime's parse, which
+    finds no unknown field in them (so the .proto declares every type as Yahoo sends it)."""
+    rng = random.Random(16)
+    payloads = []
+    for i in range(400):
+        numbers = [n for n in range(4, 48) if i % 2 == 0 or rng.random() < 0.4]
+        numbers += [n for n in numbers if rng.random() < 0.1]  # a scalar again: last wins
+        pieces = [wire_field(1, 2, f"S{i}"), wire_field(3, 0, 2 * 1713276945000)]
+        pieces += [piece for n in numbers for piece in crafted_fields(rng, n)]
+        rng.shuffle(pieces)
+        payloads.append(b"".join(pieces))
+    frames = [base64.b64encode(p).decode() for p in payloads]
+    batch = decode_batch(frames)
+    assert not batch.errors and batch.unknown_fields == Counter()
+    table = batch.ticks.set_column(2, "time", batch.ticks.column("time").cast("int64"))
+    for payload, row in zip(payloads, table.to_pylist(), strict=True):
+        parsed = PricingData.FromString(payload)
+        assert len(UnknownFieldSet(parsed)) == 0
+        for name, value in expected_row(parsed).items():
+            assert same(row[name], value), (name, row[name], value)
+    indices = table.column("indices").to_pylist()
+    assert sum(len(v) > 1 for v in indices if v) > 50  # many frames carry several elements
+    assert table.column("time").to_pylist()[0] == 1713276945000
+    names = set(table.column("quote_type").to_pylist())
+    assert {"CUL_IDX", "CUL_SUB_IDX", "CUL_ASSET", "PRIVATE_COMPANY", "INDUSTRY", "99"} <= names
+
+
+def test_unknown_field_numbers_are_counted_logged_once_and_the_tick_kept(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode_module, "_REPORTED", set())
+    known = PricingData(id="AMZN", time=1000, price=177.5, cmc_rank=7).SerializeToString()
+    newer = wire_field(48, 0, 5) + wire_field(48, 0, 6) + wire_field(60, 2, b"\x01\x02")
+    old_type = wire_field(38, 0, 2)  # field 38 as the old placeholder's varint, not a float
+    payloads = [known + newer + old_type, known + wire_field(48, 5, 1.0)]
+    no_time = PricingData(id="X").SerializeToString() + wire_field(49, 0, 1)  # an error
+    frames = [base64.b64encode(p).decode() for p in [*payloads, no_time]]
+    with caplog.at_level(logging.WARNING, logger="recorder.wire.decode"):
+        batch = decode_batch(frames)
+        again = decode_batch(frames[:1])
+    assert batch.ticks.num_rows == 2 and [e.index for e in batch.errors] == [2]
+    assert batch.ticks.column("price").to_pylist() == [177.5, 177.5]
+    assert batch.ticks.column("cmc_rank").to_pylist() == [7, 7]
+    assert batch.ticks.column("fifty_two_week_change").to_pylist() == [None, None]
+    assert batch.unknown_fields == {48: 3, 60: 1, 38: 1}  # field 49 came in the bad frame
+    sets = [UnknownFieldSet(PricingData.FromString(p)) for p in payloads]
+    reference = Counter(fields[i].field_number for fields in sets for i in range(len(fields)))
+    assert batch.unknown_fields == reference
+    assert again.unknown_fields == {48: 2, 60: 1, 38: 1}
+    events = [r.getMessage() for r in caplog.records if "unknown_wire_field" in r.getMessage()]
+    assert sorted(events) == [
+        "event=unknown_wire_field field=38 wire_type=0 count=1",
+        "event=unknown_wire_field field=48 wire_type=0 count=3",
+        "event=unknown_wire_field field=60 wire_type=2 count=1",
+    ]
+
+
+def test_indices_keep_every_element_in_order_and_absent_is_null() -> None:
+    many = PricingData(id="AAPL", time=1000, indices=["^GSPC", "^DJI", "", "^NDX"])
+    one = PricingData(id="BTC-USD", time=1000, indices=["^CMC200"])
+    rows = actual_rows([v1(many), v2(one), v1(PricingData(id="EURUSD=X", time=1000))])
+    assert [r["indices"] for r in rows] == [["^GSPC", "^DJI", "", "^NDX"], ["^CMC200"], None]
 
 
 def test_truncated_and_corrupted_payloads_fail_exactly_when_protobuf_fails() -> None:
@@ -220,6 +411,7 @@ def test_unknown_enum_number_is_kept_as_its_digits() -> None:
         (base64.b64encode(b"\x0a\x02AB").decode(), "has no time"),
         (base64.b64encode(b"\x18\x02").decode(), "has no id"),
         (base64.b64encode(b"\x0a\x02\xff\xfe\x18\x02").decode(), "not UTF-8"),
+        (base64.b64encode(b"\x0a\x01A\x18\x02\x9a\x02\x01\xff").decode(), "not UTF-8"),
         (b"\xff\xfe", "not UTF-8"),
         ("A" * (MAX_FRAME_CHARS + 1), "exceeds"),
     ],
