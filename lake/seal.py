@@ -12,6 +12,9 @@ Invariants:
 - a tick written into an already sealed window makes that window *late*: it is appended to
   ``late`` with an id from the strictly increasing ``next_late_id``; a reader remembers the
   last id it handled. Entries older than ``keep_late_ms`` (the recompute horizon) are trimmed.
+- a seal file that exists but does not hold a seal is never replaced by a fresh state (that
+  would forget ``applied_seq`` and the late ids): :func:`load_seal` raises SealError, naming
+  the file and the way out.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from typing import Any
 
 from lake.atomic import atomic_write_bytes
 from lake.datadir import SEAL_FILE
+from lake.errors import LakeReadError
 from lake.utc import MINUTE_MS, floor_minute_ms
+
+_COUNTERS = ("watermark_ms", "applied_seq", "next_late_id")
+_LATE_FIELDS = {"id": int, "ticker": str, "window_start_ms": int, "marked_at_ms": int}
+
+
+class SealError(LakeReadError):
+    """The seal file exists but cannot be used; the message names it and what to do."""
 
 
 def watermark_at(now_s: float, lateness_s: float) -> int:
@@ -73,18 +84,49 @@ class SealState:
 
     @classmethod
     def from_json(cls, data: bytes) -> SealState:
-        raw: dict[str, Any] = json.loads(data)
-        late = [LateWindow(**entry) for entry in raw.pop("late", [])]
-        return cls(late=late, **raw)
+        """The state :meth:`to_json` wrote; ValueError saying what is wrong otherwise."""
+        raw: Any = json.loads(data)
+        if not isinstance(raw, dict) or set(raw) != {*_COUNTERS, "late"}:
+            raise ValueError(f"expected the keys {', '.join(_COUNTERS)}, late")
+        for key in _COUNTERS:
+            if not _is(raw[key], int):
+                raise ValueError(f"{key} is not an integer")
+        if not isinstance(raw["late"], list):
+            raise ValueError("late is not a list")
+        for entry in raw["late"]:
+            if not isinstance(entry, dict) or set(entry) != set(_LATE_FIELDS):
+                raise ValueError(f"late entry {entry!r} lacks {', '.join(_LATE_FIELDS)}")
+            if not all(_is(entry[k], kind) for k, kind in _LATE_FIELDS.items()):
+                raise ValueError(f"late entry {entry!r} has a value of the wrong type")
+        late = [LateWindow(**entry) for entry in raw["late"]]
+        return cls(raw["watermark_ms"], raw["applied_seq"], raw["next_late_id"], late)
+
+
+def _is(value: object, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def load_seal(data_dir: Path) -> SealState:
-    """The published seal state, or a fresh one when the recorder never ran here."""
+    """The published seal state, or a fresh one when the recorder never ran here.
+
+    SealError when the file exists but does not hold a seal (truncated, edited, a disk
+    fault): it is left where it is, and nothing starts from a guess.
+    """
     path = data_dir / SEAL_FILE
     try:
-        return SealState.from_json(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return SealState()
+    try:
+        return SealState.from_json(raw)
+    except ValueError as exc:  # also JSON's and UTF-8's errors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SealError(
+            f"{path} is damaged ({reason}); it holds the seal watermark and the last "
+            "applied journal seq, which ticklake does not guess: restore it from a backup, "
+            "or move it aside and run `ticklake replay` (idempotent), which re-applies the "
+            "journal and writes a new one"
+        ) from exc
 
 
 def save_seal(data_dir: Path, state: SealState) -> None:

@@ -3,11 +3,15 @@
 Two tiers: ``minute`` (one file per ticker-minute) and ``history`` (one per ticker-day); the
 journal reports itself in the same shape (``recorder.journal_status``). Counts come from
 metadata only, never from scanning rows: Parquet footers (row counts, ``time`` statistics).
+A file whose footer cannot be read, or that has no ``time`` timestamps, is not counted but
+reported (``unreadable``, the first ``UNREADABLE_SHOWN`` paths); one that vanished while
+listed (a compaction finishing) is simply gone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,12 +25,13 @@ from lake.atomic import list_names
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.layout import PART_NAME, lake_days
 from lake.retention import RetentionConfig, first_kept_date
-from lake.schema import LAKE_SCHEMA
 from lake.utc import DAY_MS, DAY_S, day_start_ms
 
-__all__ = ["TierStatus", "byte_text", "lake_status"]
+__all__ = ["UNREADABLE_SHOWN", "TierStatus", "byte_text", "lake_status"]
 
-_TIME: Final = LAKE_SCHEMA.get_field_index("time")
+UNREADABLE_SHOWN: Final = 5
+"""How many unreadable files a tier names (it counts them all)."""
+_TIME: Final = "time"  # LAKE_SCHEMA's event time
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class TierStatus:
     newest_ms: int | None
     removes_next: str
     removes_at_ms: int | None  # None: nothing scheduled (or due now, see removes_next)
+    unreadable: int = 0  # files not counted above: damaged, unreadable, not a lake file
+    unreadable_paths: tuple[str, ...] = ()  # the first UNREADABLE_SHOWN of them
 
 
 def lake_status(
@@ -72,25 +79,51 @@ def _parquet_tier(
 ) -> TierStatus:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         footers = list(pool.map(_footer, [path for _, path in files]))
-    found = [(date, f) for (date, _), f in zip(files, footers, strict=True) if f is not None]
+    read = list(zip(files, footers, strict=True))
+    found = [(date, f) for (date, _), f in read if not isinstance(f, _NoFooter)]
+    bad = [str(path) for (_, path), f in read if f is _NoFooter.UNREADABLE]
     dates, sizes = [date for date, _ in found], [f[1] for _, f in found]
     oldest = min((f[2] for _, f in found if f[2] is not None), default=None)
     newest = max((f[3] for _, f in found if f[3] is not None), default=None)
     removes, at = _tick_removal(dates, sizes, now, retention)
     rows = sum(f[0] for _, f in found)
-    return TierStatus(tier, len(found), rows, True, sum(sizes), oldest, newest, removes, at)
+    return TierStatus(
+        tier,
+        len(found),
+        rows,
+        True,
+        sum(sizes),
+        oldest,
+        newest,
+        removes,
+        at,
+        len(bad),
+        tuple(bad[:UNREADABLE_SHOWN]),
+    )
 
 
-def _footer(path: Path) -> tuple[int, int, int | None, int | None] | None:
+class _NoFooter(enum.Enum):
+    GONE = "gone"  # deleted while listed
+    UNREADABLE = "unreadable"  # damaged, not readable, or not a lake file
+
+
+def _footer(path: Path) -> tuple[int, int, int | None, int | None] | _NoFooter:
     """(rows, bytes, oldest time ms, newest time ms) of a Parquet file, from its footer."""
     try:
         size = os.stat(path).st_size
         meta = pq.read_metadata(path)
-    except (FileNotFoundError, pa.ArrowException):
-        return None
+    except FileNotFoundError:
+        return _NoFooter.GONE
+    except (OSError, pa.ArrowException):
+        return _NoFooter.UNREADABLE
+    schema = meta.schema.to_arrow_schema()
+    index = schema.get_field_index(_TIME)
+    if index < 0 or not pa.types.is_timestamp(schema.field(index).type):
+        return _NoFooter.UNREADABLE  # not a lake file
+    column = meta.schema.names.index(_TIME)
     lows, highs = [], []
     for g in range(meta.num_row_groups):
-        stats = meta.row_group(g).column(_TIME).statistics
+        stats = meta.row_group(g).column(column).statistics
         if meta.row_group(g).num_rows and stats is not None and stats.has_min_max:
             lows.append(_ms(stats.min))
             highs.append(_ms(stats.max))

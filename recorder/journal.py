@@ -11,12 +11,20 @@ Invariants:
   appended after a cut tail. A segment is rotated before a record would push it past
   ``segment_bytes`` (a bigger single record or batch gets a segment of its own); a rotated
   or closed segment gets a footer and is fsynced, whatever the policy.
-- On ``open`` the newest segment is scanned; a torn or corrupt tail (incomplete or
-  checksum-failing record) is truncated and fsynced, logged and listed in ``repairs``; an
-  emptied segment is deleted. Older segments are checked when read: a bad record there
-  raises JournalCorruptError naming segment and offset, after every valid record before it
-  has been yielded; with ``skip_corrupt=True`` the reader logs an error and continues with
-  the next segment instead (the skipped seqs are then missing). Reading never repairs.
+- On ``open`` the newest segment is scanned (``journal_recovery``): a torn tail (nothing
+  valid after it, no footer) is truncated and fsynced, logged and listed in ``repairs``;
+  damage followed by valid records (or by the footer: a closed segment has no torn tail) is
+  moved to ``<data>/quarantine/`` and listed in ``quarantined``, and every valid record is
+  kept; an emptied segment is deleted.
+- A seq is never reused: ``next_seq`` is above every seq the journal holds or a footer
+  names, and at least ``min_next_seq`` (the caller's floor: the seal's and the lake's seqs,
+  ``journal_recovery.lake_seq_floor``); a floor above the journal is logged
+  (``event=journal_behind_seal``) and leaves a gap of missing seqs.
+- Reading never modifies a byte (``open_reader`` takes no lock and writes nothing). Older
+  segments are checked when read: damaged bytes are skipped and every valid record after
+  them is still yielded; the skipped ranges are logged in one line per read and listed in
+  ``skipped`` (``journal_read``). ``strict=True`` raises JournalCorruptError at the first
+  damage instead, naming segment and offset, after every valid record before it.
 - ``prune`` deletes oldest segments only, never one holding a seq above the caller's
   applied seq, never the open segment and never the newest closed one (it carries the seq
   counter across a restart whose new segment was still empty).
@@ -53,26 +61,24 @@ from typing import TYPE_CHECKING, Protocol
 
 from lake.atomic import fsync_directory
 from lake.datadir import DataLockedError, WriterLock
+from recorder.journal_read import ReadOptions, RecordRange, read_batches
+from recorder.journal_recovery import QUARANTINE_DIR, recover_journal
 from recorder.segment import (
     CRC,
     FOOTER,
     RECORD_HEAD,
+    DamagedRange,
     JournalCorruptError,
     JournalError,
     JournalRecord,
     JournalRepair,
-    ReadOptions,
-    RecordRange,
     SegmentRef,
     compress_segment,
     encode_footer,
     encode_header,
-    leftover_files,
     list_segments,
     prune_candidates,
-    read_batches,
     read_summary,
-    repair_segment,
     segment_name,
 )
 
@@ -80,6 +86,7 @@ if TYPE_CHECKING:
     from lake.clock import Clock
 
 __all__ = [
+    "DamagedRange",
     "FsyncPolicy",
     "Journal",
     "JournalConfig",
@@ -145,7 +152,9 @@ class Journal:
 
     def __init__(self, directory: Path, config: JournalConfig, writable: bool) -> None:
         self.directory, self.config, self.writable = directory, config, writable
-        self.repairs: tuple[JournalRepair, ...] = ()
+        self.repairs: tuple[JournalRepair, ...] = ()  # torn tails cut on open
+        self.quarantined: tuple[DamagedRange, ...] = ()  # damage moved to quarantine on open
+        self.skipped: list[DamagedRange] = []  # damage the reads of this object skipped
         self._open_file: Callable[[Path], SegmentFile] = _create_file
         self._writer_lock: WriterLock | None = None
         self._file: SegmentFile | None = None
@@ -163,15 +172,20 @@ class Journal:
         directory: Path | str,
         config: JournalConfig | None = None,
         *,
+        min_next_seq: int = 1,
+        quarantine: Path | None = None,
         open_file: Callable[[Path], SegmentFile] | None = None,
     ) -> Journal:
-        """Lock the journal, cut a torn tail (see ``repairs``) and get ready to append."""
+        """Lock the journal, recover its newest segment (``repairs``, ``quarantined``) and get
+        ready to append at a seq at least ``min_next_seq``. Damaged bytes go to
+        ``quarantine`` (default: ``quarantine/`` beside the journal's folder, which is
+        ``<data>/quarantine/`` for ``<data>/journal``)."""
         journal = cls(Path(directory), config or JournalConfig(), writable=True)
         journal._open_file = open_file or _create_file
         try:
             journal.directory.mkdir(parents=True, exist_ok=True)
             journal._lock()
-            journal._recover()
+            journal._recover(min_next_seq, quarantine or journal.directory.parent / QUARANTINE_DIR)
         except OSError as exc:
             journal._unlock()
             raise JournalWriteError.from_os(journal.directory, exc) from exc
@@ -182,7 +196,8 @@ class Journal:
 
     @classmethod
     def open_reader(cls, directory: Path | str) -> Journal:
-        """Read-only view; safe beside a running writer; never modifies a file."""
+        """Read-only view; safe beside a running writer; never modifies, creates or locks a
+        file, whatever damage it reads past."""
         return cls(Path(directory), JournalConfig(), writable=False)
 
     def __enter__(self) -> Journal:
@@ -327,9 +342,10 @@ class Journal:
         end_seq: int | None = None,
         *,
         batch_size: int = 10_000,
-        skip_corrupt: bool = False,
+        strict: bool = False,
     ) -> Iterator[list[JournalRecord]]:
-        """Records with ``start_seq <= seq < end_seq`` in seq order, in batches."""
+        """Records with ``start_seq <= seq < end_seq`` in seq order, in batches; damage on
+        the way is skipped and added to ``skipped`` (``strict``: raised)."""
         stop = end_seq if end_seq is not None else 1 << 64
         refs, tail = self._readable_segments()
         wanted = [
@@ -339,11 +355,11 @@ class Journal:
             and (index + 1 == len(refs) or refs[index + 1].first_seq > start_seq)
         ]
         selected = RecordRange(start_seq, stop)
-        options = ReadOptions(batch_size, skip_corrupt, open_tail=tail)
-        return read_batches(refs, wanted, selected, options)
+        options = ReadOptions(batch_size, strict, open_tail=tail)
+        return read_batches(refs, wanted, selected, options, self.skipped)
 
     def iter_records_between(
-        self, start_us: int, end_us: int, *, batch_size: int = 10_000, skip_corrupt: bool = False
+        self, start_us: int, end_us: int, *, batch_size: int = 10_000, strict: bool = False
     ) -> Iterator[list[JournalRecord]]:
         """Records received in ``[start_us, end_us)`` in seq order; skips segments by footer."""
         refs, tail = self._readable_segments()
@@ -355,8 +371,8 @@ class Journal:
             ):
                 wanted.append(index)
         selected = RecordRange(window=(start_us, end_us))
-        options = ReadOptions(batch_size, skip_corrupt, open_tail=tail)
-        return read_batches(refs, wanted, selected, options)
+        options = ReadOptions(batch_size, strict, open_tail=tail)
+        return read_batches(refs, wanted, selected, options, self.skipped)
 
     def _readable_segments(self) -> tuple[list[SegmentRef], bool]:
         """The segments, and whether the newest may be growing in another process."""
@@ -507,34 +523,25 @@ class Journal:
             self._writer_lock.release()
             self._writer_lock = None
 
-    def _recover(self) -> None:
-        """Remove compression leftovers, cut the newest segment's torn tail, find next_seq."""
-        for path in leftover_files(self.directory):
-            path.unlink()
-            log.warning("event=journal_leftover_removed path=%s", path)
-        repairs: list[JournalRepair] = []
-        next_seq = 1
-        refs = list_segments(self.directory)
-        while refs:  # the newest segment; an older one if it held no record
-            ref = refs.pop()
-            next_seq = max(next_seq, ref.first_seq)
-            scan, repair = repair_segment(ref)
-            if repair is not None:
-                repairs.append(repair)
-                log.warning(
-                    "event=journal_tail_cut segment=%s offset=%d bytes_cut=%d reason=%r",
-                    *repair,
-                )
-            if scan.last_seq >= ref.first_seq:
-                next_seq = scan.last_seq + 1
-                break
-            log.warning("event=journal_empty_segment_removed segment=%s", ref.path)
-        self.repairs = tuple(repairs)
+    def _recover(self, min_next_seq: int, quarantine: Path) -> None:
+        """Recover the newest segment (``journal_recovery``); set next_seq above the floor."""
+        found = recover_journal(self.directory, quarantine)
+        self.repairs, self.quarantined = tuple(found.repairs), tuple(found.damage)
+        next_seq = max(found.next_seq, min_next_seq)
+        if next_seq > found.next_seq:
+            log.warning(
+                "event=journal_behind_seal dir=%s journal_next_seq=%d next_seq=%d seqs_missing=%d",
+                self.directory,
+                found.next_seq,
+                next_seq,
+                next_seq - found.next_seq,
+            )
         self._next_seq = next_seq
         self._written_seq = self._durable_seq = next_seq - 1
         log.info(
-            "event=journal_open dir=%s next_seq=%d repairs=%d",
+            "event=journal_open dir=%s next_seq=%d repairs=%d quarantined=%d",
             self.directory,
             next_seq,
-            len(repairs),
+            len(self.repairs),
+            len(self.quarantined),
         )

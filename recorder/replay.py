@@ -9,13 +9,17 @@ recording takes, so it produces exactly what live recording produced:
   decoder fix, build it there, check it, and swap it in while the recorder is stopped.
 
 ``start_us``/``end_us`` select frames by receive time. The data directory's writer lock is
-taken, so replay refuses to run beside a recorder; the journal itself is opened read-only
-and never repaired (a torn tail is the recorder's to cut).
+taken, so replay refuses to run beside a recorder; the journal itself is opened read-only:
+not one of its bytes changes, whatever it holds (a torn tail is the recorder's to cut,
+damage the recorder's to move to quarantine). Damaged bytes are skipped, every valid record
+after them is still applied, and the skipped ranges are returned (``ReplayReport.damage``)
+and logged.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from lake.datadir import WriterLock, journal_dir
@@ -24,9 +28,17 @@ from lake.minutes import clean_temporaries
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal
 from recorder.ingest import Ingest, IngestStats
-from recorder.journal import Journal
+from recorder.journal import DamagedRange, Journal
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay applied, and the journal damage it skipped (empty: none)."""
+
+    stats: IngestStats
+    damage: tuple[DamagedRange, ...]
 
 
 def replay(
@@ -35,7 +47,7 @@ def replay(
     start_us: int | None = None,
     end_us: int | None = None,
     into: Path | None = None,
-) -> IngestStats:
+) -> ReplayReport:
     """Apply the journal of ``data`` (all of it, or the frames received in ``[start_us,
     end_us)``) to the lake of ``into`` (default: ``data``), each (ticker, minute) file
     written about once (``Ingest.apply_all``). The source journal is only read."""
@@ -53,13 +65,14 @@ def replay(
             else:
                 batches = journal.iter_records_between(start_us or 0, end_us or (1 << 62))
             stats = ingest.apply_all(batches, now_ms)
+            damage = tuple(journal.skipped)
         quarantine.close()
         log.info("event=replay_done applied_seq=%d frames=%d", seal.applied_seq, stats.frames)
         if start_us is not None or end_us is not None:
             seal.applied_seq = applied  # a partial replay must not skip frames after its range
         _designate_files(target, seal.applied_seq, now_ms)
         save_seal(target, seal)
-    return stats
+    return ReplayReport(stats, damage)
 
 
 def _designate_files(target: Path, base_seq: int, now_ms: int) -> None:

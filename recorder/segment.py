@@ -1,4 +1,5 @@
-"""Journal segments on disk: byte format, validation, naming, reading, repair, compression.
+"""Journal segments on disk: byte format, validation with resynchronisation, naming,
+summaries, compression.
 
 A segment ``<first_seq:020d>.seg`` holds frames with consecutive sequence numbers. All
 integers are little-endian::
@@ -14,10 +15,14 @@ record (its 20-byte header and payload) or in the footer (its first 28 bytes).
 
 Invariants of a valid segment: the header's first_seq equals the number in the file name;
 record seqs start there and rise by exactly 1; every crc matches; a footer, when present, is
-the last 32 bytes and names the last record's seq. A segment is scanned front to back and
-the scan stops at the first byte that breaks an invariant (``SegmentScan.problem`` says why,
-``SegmentScan.end`` is where the valid prefix ends); what to do about it is the journal's
-decision (cut a torn tail, or report corruption).
+the last 32 bytes and names the last record's seq. A segment is scanned front to back
+(``SegmentScan``). Bytes that break an invariant are either a *torn tail* (nothing valid
+follows them and no footer ends the segment: a crash mid-write) or *damage* (a valid record
+or the footer follows them: a flipped byte, a lost block). The scan resynchronises past
+damage to the next record whose checksum verifies and reports each damaged range
+(``DamagedRange``); what to do about either is the caller's decision (the writer cuts a torn
+tail and moves damage to quarantine, ``journal_recovery``; readers skip and report it,
+``journal_read``).
 
 A closed segment may be replaced by ``<first_seq:020d>.seg.zst``: magic b"TLJZSTD1" |
 raw size u64 | a copy of the footer (32 bytes) | zstd(the whole raw segment) made with
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from lake.atomic import fsync_directory
@@ -54,6 +60,9 @@ SUFFIX = ".seg"
 ZSUFFIX = ".seg.zst"
 _NAME = re.compile(r"^(\d{20})\.seg(\.zst)?$")
 _NO_DECODE = 1 << 64  # a start_seq above every seq: validate records without decoding them
+TORN_HEADER = "incomplete segment header"  # missing or zeros: a crash right after creation
+_MAX_RAW_SIZE = 1 << 36  # no segment is this big: a larger raw size in a .zst is damage
+_RESYNC_CHUNK = 1 << 20  # at most this many candidate offsets filtered at once
 log = logging.getLogger(__name__)
 
 
@@ -89,12 +98,35 @@ class SegmentSummary(NamedTuple):
 
 
 class JournalRepair(NamedTuple):
-    """A torn or corrupt tail that was cut: ``bytes_cut`` bytes from ``offset`` on."""
+    """A torn tail that was cut: ``bytes_cut`` bytes from ``offset`` on, after which nothing
+    valid followed in a segment without a footer."""
 
     segment: Path
     offset: int
     bytes_cut: int
     reason: str
+
+
+class DamagedRange(NamedTuple):
+    """Bytes ``[offset, offset + size)`` of ``segment`` that hold no valid record, with valid
+    records after them. The valid records before them end at seq ``after_seq``; the next
+    valid one is ``resume_seq``: the seqs in between (``seqs_missing``) were in those bytes.
+    ``size`` 0: seqs missing where no byte is bad (between two segments)."""
+
+    segment: Path
+    offset: int
+    size: int
+    after_seq: int
+    resume_seq: int
+    reason: str
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+    @property
+    def seqs_missing(self) -> int:
+        return max(0, self.resume_seq - self.after_seq - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,21 +194,35 @@ def decode_footer(first_seq: int, footer: bytes) -> SegmentSummary | None:
 class SegmentScan:
     """Validates one segment's bytes front to back; see the module docstring for the rules.
 
+    With ``resync`` (the default) a record that breaks an invariant does not end the scan:
+    it looks for the next offset holding a record whose checksum verifies and whose seq is
+    not below the one expected (``find_record``), notes the bytes in between in ``damage``
+    and goes on from there. Only bytes after which nothing valid follows, in a segment that
+    does not end with a valid footer, end it: that is a torn tail (``problem`` says why). A
+    segment that ends with a valid footer was closed cleanly, so it has no torn tail: bad
+    bytes before its footer are damage too. Without ``resync`` the first bad byte ends the
+    scan (``problem``), as a strict check wants.
+
     After ``records()`` is exhausted (or abandoned), ``end`` is the offset just past the last
     valid header/record/footer, ``last_seq`` the last valid record's seq (``first_seq - 1``
-    if none), ``footer`` the summary if a valid footer ended the data, and ``problem`` why
-    the scan stopped before the end of the data (None if it did not); ``received_range()``
-    is the valid records' receive-time range, what a footer for them says.
+    if none), ``footer`` the summary if a valid footer ended the data, ``header_ok`` whether
+    the 24-byte header is valid, ``damage`` the ranges skipped, in order.
     """
 
-    def __init__(self, path: Path, data: bytes | memoryview, first_seq: int) -> None:
+    def __init__(
+        self, path: Path, data: bytes | memoryview, first_seq: int, *, resync: bool = True
+    ) -> None:
         self.path = path
         self.data = memoryview(data)
         self.first_seq = first_seq
+        self.resync = resync
         self.end = 0
         self.last_seq = first_seq - 1
+        self.header_ok = False
         self.footer: SegmentSummary | None = None
         self.problem: str | None = None
+        self.damage: list[DamagedRange] = []
+        self._tail: SegmentSummary | None = None  # a valid footer in the last 32 bytes
 
     def validate(self) -> SegmentScan:
         """Scan everything without decoding payloads; returns self."""
@@ -186,175 +232,147 @@ class SegmentScan:
 
     def records(self, start_seq: int = 0) -> Iterator[JournalRecord]:
         """Valid records in order; those below ``start_seq`` are checked but not yielded."""
-        if not self._header_ok():
-            return
-        data, size, crc32, unpack_head = (
-            self.data,
-            len(self.data),
-            zlib.crc32,
-            RECORD_HEAD.unpack_from,
-        )
+        data, size = self.data, len(self.data)
+        limit = self._records_limit()
         pos, expected = HEADER.size, self.first_seq
-        while pos < size:
-            if size - pos < RECORD_HEAD.size:
-                self.problem = "incomplete record header"
+        reason = self._check_header()
+        if reason is not None:
+            resumed = self._skip(0, reason, expected, limit)
+            if resumed is None:
                 return
-            length, seq, received_us = unpack_head(data, pos)
-            if length == FOOTER_MARK:
-                self._read_footer(pos)
+            pos, expected = resumed
+        crc32, unpack_head, unpack_crc = zlib.crc32, RECORD_HEAD.unpack_from, CRC.unpack_from
+        while pos < limit:
+            if limit - pos < RECORD_HEAD.size:
+                reason = "incomplete record header"
+            else:
+                length, seq, received_us = unpack_head(data, pos)
+                stop = pos + RECORD_HEAD.size + length
+                if length == FOOTER_MARK:
+                    reason = "invalid or incomplete footer"
+                elif stop + CRC.size > limit:
+                    reason = "incomplete record"
+                elif crc32(data[pos:stop]) != unpack_crc(data, stop)[0]:
+                    reason = "checksum mismatch"
+                elif seq != expected:
+                    reason = f"seq {seq} where {expected} was expected"
+                else:
+                    pos, expected = stop + CRC.size, seq + 1
+                    self.end, self.last_seq = pos, seq
+                    if seq >= start_seq:
+                        # The writer encodes str, so only damage the crc missed could fail.
+                        frame = str(data[stop - length : stop], "utf-8", "replace")
+                        yield JournalRecord(seq, received_us, frame)
+                    continue
+            resumed = self._skip(pos, reason, expected, limit)
+            if resumed is None:
                 return
-            stop = pos + RECORD_HEAD.size + length
-            if stop + CRC.size > size:
-                self.problem = "incomplete record"
-                return
-            if crc32(data[pos:stop]) != CRC.unpack_from(data, stop)[0]:
-                self.problem = "checksum mismatch"
-                return
-            if seq != expected:
-                self.problem = f"seq {seq} where {expected} was expected"
-                return
-            frame = None
-            if seq >= start_seq:
-                try:
-                    frame = str(data[stop - length : stop], "utf-8")
-                except UnicodeDecodeError:
-                    self.problem = "payload is not UTF-8"
-                    return
-            pos, expected = stop + CRC.size, seq + 1
-            self.end, self.last_seq = pos, seq
-            if frame is not None:
-                yield JournalRecord(seq, received_us, frame)
+            pos, expected = resumed
+        if limit < size:
+            self._accept_footer(limit)
 
-    def received_range(self) -> tuple[int, int]:
-        """(min, max) receive time of the valid records; (0, 0) if there is none.
+    def _records_limit(self) -> int:
+        """Where the records end: before a valid footer that ends the data, else the end."""
+        size = len(self.data)
+        if size >= HEADER.size + FOOTER.size:
+            self._tail = decode_footer(self.first_seq, bytes(self.data[-FOOTER.size :]))
+        return size - FOOTER.size if self._tail is not None else size
 
-        Only a repair needs it (to write a missing footer), so it walks the valid records'
-        heads again rather than adding two comparisons per record to every scan.
-        """
-        if self.last_seq < self.first_seq:
-            return 0, 0
-        data, unpack_head, pos = self.data, RECORD_HEAD.unpack_from, HEADER.size
-        low = high = unpack_head(data, pos)[2]
-        for _ in range(self.last_seq - self.first_seq + 1):
-            length, _seq, received_us = unpack_head(data, pos)
-            low, high = min(low, received_us), max(high, received_us)
-            pos += RECORD_OVERHEAD + length
-        return low, high
-
-    def _header_ok(self) -> bool:
+    def _check_header(self) -> str | None:
+        """Why the header is not valid (None if it is); a newer format version raises."""
         head = bytes(self.data[: HEADER.size])
         if len(head) < HEADER.size or head == bytes(HEADER.size):
-            self.problem = "incomplete segment header"
-            return False
+            return TORN_HEADER
         magic, version, _flags, first_seq = HEADER.unpack(head)
+        reason = None
         if magic != MAGIC:
-            raise JournalCorruptError(self.path, 0, "not a ticklake journal segment (bad magic)")
-        if version != VERSION:
+            reason = "not a ticklake journal segment (bad magic)"
+        elif version != VERSION:
             raise JournalCorruptError(
                 self.path, 0, f"format version {version}, this ticklake reads {VERSION}: upgrade"
             )
-        if first_seq != self.first_seq:
-            raise JournalCorruptError(
-                self.path, 0, f"header says first seq {first_seq}, the file name {self.first_seq}"
-            )
-        self.end = HEADER.size
-        return True
+        elif first_seq != self.first_seq:
+            reason = f"header says first seq {first_seq}, the file name {self.first_seq}"
+        if reason is not None and not self.resync:
+            raise JournalCorruptError(self.path, 0, reason)
+        self.header_ok = reason is None
+        self.end = HEADER.size if self.header_ok else 0
+        return reason
 
-    def _read_footer(self, pos: int) -> None:
-        summary = decode_footer(self.first_seq, bytes(self.data[pos:]))
-        if summary is None:
-            self.problem = "invalid or incomplete footer"
-        elif summary.last_seq != self.last_seq:
+    def _skip(self, bad: int, reason: str, expected: int, limit: int) -> tuple[int, int] | None:
+        """Resynchronise after the bad bytes at ``bad``: (offset, seq) of the next valid
+        record, noted in ``damage``; None when the scan ends there (``problem`` set, or the
+        footer reached)."""
+        if not self.resync:
+            self.problem = reason
+            return None
+        found = find_record(self.data, max(bad, HEADER.size), limit, expected)
+        if found is None and self._tail is not None:
+            found = (limit, max(self._tail.last_seq + 1, expected))  # damage up to the footer
+        if found is None:
+            self.problem = reason  # a torn tail: nothing valid after it, no footer
+            return None
+        at, seq = found
+        self.damage.append(DamagedRange(self.path, bad, at - bad, expected - 1, seq, reason))
+        if at == limit:
+            self._accept_footer(limit)
+            return None
+        return found
+
+    def _accept_footer(self, at: int) -> None:
+        summary = self._tail
+        assert summary is not None
+        gap = summary.last_seq != self.last_seq
+        if summary.last_seq < self.last_seq or (gap and not self.resync):
             self.problem = f"footer names last seq {summary.last_seq}, data ends at {self.last_seq}"
-        else:
-            self.footer, self.end = summary, len(self.data)
+            return
+        if gap and not (self.damage and self.damage[-1].end == at):
+            reason = f"footer names last seq {summary.last_seq}, data ends at {self.last_seq}"
+            self.damage.append(
+                DamagedRange(self.path, at, 0, self.last_seq, summary.last_seq + 1, reason)
+            )
+        self.footer, self.end = summary, len(self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRange:
-    """Which records a read yields: ``start_seq <= seq < stop_seq``, and received in
-    ``[window[0], window[1])`` (epoch microseconds) if ``window`` is given."""
+def find_record(data: memoryview, start: int, limit: int, min_seq: int) -> tuple[int, int] | None:
+    """(offset, seq) of the first record in ``data[start:limit]`` whose seq is at least
+    ``min_seq`` and whose checksum verifies; None if there is none.
 
-    start_seq: int = 0
-    stop_seq: int = 1 << 64
-    window: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReadOptions:
-    """How a read goes: ``batch_size`` records per batch; with ``skip_corrupt`` a bad
-    segment is logged and skipped; with ``open_tail`` the newest segment may be growing in
-    another process (see ``read_batches``)."""
-
-    batch_size: int = 10_000
-    skip_corrupt: bool = False
-    open_tail: bool = False
-
-
-def read_batches(
-    refs: list[SegmentRef], wanted: list[int], selected: RecordRange, options: ReadOptions
-) -> Iterator[list[JournalRecord]]:
-    """Batches of the valid records of ``refs[i]`` for i in ``wanted`` (ascending) that
-    ``selected`` takes.
-
-    A bad record, or a seq gap between adjacent segments, raises JournalCorruptError once the
-    records before it are yielded; with ``options.skip_corrupt`` it is logged and the rest of
-    that segment skipped. With ``options.open_tail`` a bad end of the newest segment, if it
-    has no footer, is where another process is writing: reading ends there quietly.
+    Vectorised: each chunk of candidate offsets (4 KiB, doubling up to 1 MiB) is filtered by
+    the seq field (a seq can only lie between ``min_seq`` and one per 24 bytes further)
+    before any checksum is computed, so resynchronising over megabytes of zeros or text
+    costs milliseconds.
     """
-    start_seq, stop_seq, window = selected.start_seq, selected.stop_seq, selected.window
-    batch_size = options.batch_size
-    batch: list[JournalRecord] = []
-    previous: tuple[int, int] | None = None  # (index, last seq) of the last segment read
-    for index in wanted:
-        ref = refs[index]
-        try:
-            _check_follows(previous, index, ref)
-            scan = SegmentScan(ref.path, load_segment(ref), ref.first_seq)
-            for record in scan.records(start_seq):
-                if record.seq >= stop_seq:
-                    break
-                if window is None or window[0] <= record.received_at_us < window[1]:
-                    batch.append(record)
-                    if len(batch) >= batch_size:
-                        yield batch
-                        batch = []
-            growing = options.open_tail and index + 1 == len(refs)
-            _check_scan_end(scan, ref, growing)
-        except JournalCorruptError as exc:
-            if not options.skip_corrupt:
-                if batch:
-                    yield batch
-                raise
-            log.error("event=journal_corrupt_skipped error=%r", str(exc))
-            previous = None  # the gap after a skipped segment is expected
-            continue
-        previous = (index, scan.last_seq)
-        if scan.last_seq + 1 >= stop_seq:
-            break
-    if batch:
-        yield batch
+    last = limit - RECORD_OVERHEAD  # the last offset a record fits at
+    max_seq = min_seq + (limit - start) // RECORD_OVERHEAD + 1
+    chunk, size = start, 4096  # the next record is most often near: start small, then grow
+    while chunk <= last:
+        chunk_end = min(last + 1, chunk + size)
+        hits = []
+        for first in range(chunk, min(chunk + 8, chunk_end)):
+            seqs = np.frombuffer(data, "<u8", (chunk_end - first + 7) // 8, first + 4)
+            hits.append(first + 8 * np.flatnonzero((seqs >= min_seq) & (seqs <= max_seq)))
+        for pos in sorted(np.concatenate(hits).tolist()):
+            length, seq, _received = RECORD_HEAD.unpack_from(data, pos)
+            stop = pos + RECORD_HEAD.size + length
+            if (
+                stop + CRC.size <= limit
+                and zlib.crc32(data[pos:stop]) == CRC.unpack_from(data, stop)[0]
+            ):
+                return pos, seq
+        chunk, size = chunk_end, min(size * 2, _RESYNC_CHUNK)
+    return None
 
 
-def _check_follows(previous: tuple[int, int] | None, index: int, ref: SegmentRef) -> None:
-    """JournalCorruptError if ``ref`` (at ``index``) does not continue the seqs of the
-    segment just read before it (``previous``: its index and last seq)."""
-    if previous and previous[0] + 1 == index and previous[1] + 1 != ref.first_seq:
-        raise JournalCorruptError(ref.path, 0, f"seqs after {previous[1]} are missing")
-
-
-def _check_scan_end(scan: SegmentScan, ref: SegmentRef, newest_may_grow: bool) -> None:
-    """JournalCorruptError if the scan stopped at a problem, unless ``ref`` is the newest
-    segment of another process (``newest_may_grow``), still open (no footer): it may be
-    appending right now, so reading quietly ends there."""
-    if scan.problem is None:
-        return
-    growing = (
-        newest_may_grow and decode_footer(ref.first_seq, bytes(scan.data[-FOOTER.size :])) is None
-    )
-    if not growing:
-        raise JournalCorruptError(ref.path, scan.end, scan.problem)
-    log.info("event=journal_read_stop segment=%s offset=%d", ref.path, scan.end)
+def received_range(data: memoryview, start: int, end: int) -> tuple[int, int]:
+    """(min, max) receive time of the valid records that fill ``data[start:end]`` exactly;
+    (0, 0) if the range is empty. What a footer for them says."""
+    low, high, pos = 1 << 63, -(1 << 63), start
+    while pos < end:
+        length, _seq, received_us = RECORD_HEAD.unpack_from(data, pos)
+        low, high = min(low, received_us), max(high, received_us)
+        pos += RECORD_OVERHEAD + length
+    return (low, high) if pos > start else (0, 0)
 
 
 def read_summary(ref: SegmentRef) -> SegmentSummary | None:
@@ -391,36 +409,13 @@ def load_segment(ref: SegmentRef) -> bytes:
     if len(blob) < prefix or blob[: len(ZMAGIC)] != ZMAGIC:
         raise JournalCorruptError(path, 0, "not a compressed ticklake journal segment")
     (raw_size,) = struct.unpack_from("<Q", blob, len(ZMAGIC))
+    if raw_size > _MAX_RAW_SIZE:
+        raise JournalCorruptError(path, len(ZMAGIC), f"raw size {raw_size} is not plausible")
     try:
         raw: bytes = pa.Codec("zstd").decompress(blob[prefix:], raw_size, asbytes=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, MemoryError) as exc:
         raise JournalCorruptError(path, prefix, f"zstd data does not decompress ({exc})") from exc
     return raw
-
-
-def repair_segment(ref: SegmentRef) -> tuple[SegmentScan, JournalRepair | None]:
-    """Make a writer's newest segment valid, closed and durable: cut a torn tail, add the
-    missing footer and fsync, or delete the file if no record is left (``scan.last_seq <
-    ref.first_seq``). A compressed segment cannot be cut: any problem raises."""
-    scan = SegmentScan(ref.path, load_segment(ref), ref.first_seq).validate()
-    if ref.compressed:
-        if scan.problem is not None or scan.footer is None:
-            raise JournalCorruptError(ref.path, scan.end, scan.problem or "no footer")
-        return scan, None
-    repair = None
-    with ref.path.open("r+b") as file:
-        if scan.problem is not None:
-            repair = JournalRepair(ref.path, scan.end, len(scan.data) - scan.end, scan.problem)
-            file.truncate(scan.end)
-        if scan.last_seq >= ref.first_seq and scan.footer is None:
-            file.seek(scan.end)
-            file.write(encode_footer(scan.last_seq, *scan.received_range()))
-        file.flush()
-        os.fsync(file.fileno())
-    if scan.last_seq < ref.first_seq:
-        ref.path.unlink()
-        fsync_directory(ref.path.parent)
-    return scan, repair
 
 
 def compress_segment(ref: SegmentRef) -> Path:
@@ -430,7 +425,7 @@ def compress_segment(ref: SegmentRef) -> Path:
     the ``.seg``. Raises JournalCorruptError if the segment is not complete and valid.
     """
     raw = ref.path.read_bytes()
-    scan = SegmentScan(ref.path, raw, ref.first_seq).validate()
+    scan = SegmentScan(ref.path, raw, ref.first_seq, resync=False).validate()
     if scan.problem is not None or scan.footer is None:
         reason = scan.problem or "no footer (the segment was not closed cleanly)"
         raise JournalCorruptError(ref.path, scan.end, reason)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from lake.clock import SystemClock
 from lake.compact import DEFAULT_GRACE_S, compact_eligible
+from lake.seal import SealError
 from ticklake.commands import Command, report_error, usage_error
 from ticklake.config import Option, add_options, non_negative_float
 from ticklake.options import DATA, RECOMPUTE_HORIZON
@@ -58,9 +59,12 @@ def run(ns: argparse.Namespace) -> int:
     if not data.is_dir():
         return usage_error(NAME, f"no data directory {data}")
     now = SystemClock().now()
-    result = compact_eligible(
-        data, now, ns.recompute_horizon, grace=ns.compaction_grace, before=ns.before
-    )
+    try:
+        result = compact_eligible(
+            data, now, ns.recompute_horizon, grace=ns.compaction_grace, before=ns.before
+        )
+    except SealError as exc:  # names the file and what to do
+        return usage_error(NAME, exc)
     print(
         f"compacted {result.days_compacted} days ({result.files_merged} minute files, "
         f"{result.rows:,} ticks, {result.bytes_written:,} bytes); deleted the minute files "

@@ -5,14 +5,17 @@ Precedence, lowest to highest: the built-in default, the TOML file (``--config F
 command-line flag (``--flush-interval 2``). Every ``--help`` line names its variable.
 
 Invariants: an unknown key in the TOML file or a ``TICKLAKE_`` variable that names no option
-is an error, never silently ignored (a typo must not read as "unset"); a value that does not
-parse is a one-line error naming where it came from.
+is an error, never silently ignored (a typo must not read as "unset"); so is a file with
+settings both in a ``[ticklake]`` table and at the top level (one of the two would be
+ignored); a value that does not parse, or a number that is not finite (``inf``, ``nan``),
+is a one-line error naming where it came from.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -48,17 +51,28 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
+def finite_float(text: str) -> float:
+    """A number; ``inf`` and ``nan`` are refused (no duration or size is infinite here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not value > 0:
-        raise ValueError(f"{text!r} is not a positive number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not value >= 0:
-        raise ValueError(f"{text!r} is negative")
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
     return value
 
 
@@ -92,7 +106,8 @@ def _parsed(option: Option, raw: Any, where: str) -> Any:
 
 
 def load_file(path: Path | None) -> dict[str, Any]:
-    """The TOML settings (a ``[ticklake]`` table or top-level keys); {} without a file."""
+    """The TOML settings: a ``[ticklake]`` table or top-level keys, never both (ConfigError
+    naming the top-level ones); {} without a file."""
     if path is None:
         if not DEFAULT_FILE.is_file():
             return {}
@@ -107,6 +122,12 @@ def load_file(path: Path | None) -> dict[str, Any]:
     table = data.get("ticklake", data)
     if not isinstance(table, dict):
         raise ConfigError(f"config {path}: [ticklake] must be a table")
+    top = sorted(str(key) for key in data if key != "ticklake")
+    if table is not data and top:
+        raise ConfigError(
+            f"config {path}: settings both in [ticklake] and at the top level "
+            f"({', '.join(top)}): put them all in one of the two"
+        )
     return {str(k).replace("-", "_"): v for k, v in table.items()}
 
 

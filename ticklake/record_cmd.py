@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from analytics.scheduler import start_scheduler
 from lake.datadir import DataLockedError
+from lake.seal import SealError
 from recorder.feed import DEFAULT_URL, FeedConfig, FeedError
 from recorder.journal import FsyncPolicy, JournalError
 from recorder.recorder import Recorder, RecorderConfig
@@ -96,6 +97,8 @@ def run(ns: argparse.Namespace) -> int:
         return usage_error(NAME, exc)
     except (JournalError, OSError) as exc:
         return usage_error(NAME, f"cannot open {ns.data}: {exc}")
+    except SealError as exc:  # names the file and what to do
+        return usage_error(NAME, exc)
     run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
     return 0
 

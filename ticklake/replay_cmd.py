@@ -4,13 +4,16 @@ recording takes; into the data directory (idempotent) or a fresh lake (``--into 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from lake.datadir import DataLockedError
+from lake.seal import SealError
 from recorder.journal import JournalError
+from recorder.journal_read import damage_text
 from recorder.replay import replay
 from ticklake.commands import Command, usage_error
 from ticklake.config import add_options, utc_time
@@ -30,19 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
 
 
 def run(ns: argparse.Namespace) -> int:
-    """Replay and print what it did; 2 when the journal cannot be read (or is locked)."""
+    """Replay and print what it did; 1 when journal damage was skipped (everything else is
+    applied), 2 when the journal cannot be read at all (or is locked)."""
     start = None if ns.start is None else int(ns.start * 1e6)
     end = None if ns.end is None else int(ns.end * 1e6)
     try:
-        stats = replay(ns.data, int(time.time() * 1000), start, end, ns.into)
-    except (DataLockedError, JournalError, OSError) as exc:  # locked: stop the recorder first
+        report = replay(ns.data, int(time.time() * 1000), start, end, ns.into)
+    except (DataLockedError, JournalError, OSError, SealError) as exc:  # locked: stop the recorder
         return usage_error(NAME, exc)
+    stats = report.stats
     print(
         f"replayed {stats.frames} frames into {ns.into or ns.data}: "
         f"{stats.ticks_added} ticks added, {stats.duplicates} already there, "
         f"{stats.bad_frames + stats.bad_symbols} quarantined"
     )
-    return 0
+    if not report.damage:
+        return 0
+    print(
+        f"ticklake {NAME}: damaged journal bytes skipped ({damage_text(list(report.damage))}); "
+        "the frames in them are not in the lake",
+        file=sys.stderr,
+    )
+    return 1
 
 
 COMMAND: Final = Command(

@@ -3,8 +3,10 @@
 Runs one query (or the statements of ``--file``; the last one's result is shown) on a
 read-only connection, retrying while the job writes (it holds the database for
 milliseconds a minute), closes it before printing, and writes the result as
-:mod:`ticklake.sql_output` formats it. Exit status 1 for an SQL error, 2 when the query or
-the database cannot be read.
+:mod:`ticklake.sql_output` formats it. The query reads the database and the files under
+the data directory, nothing else, and writes nothing (:mod:`ticklake.sql_sandbox`). Exit
+status 1 for an SQL error or a statement that is not allowed, 2 when the query or the
+database cannot be read.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ticklake.commands import Command, report_error, usage_error
 from ticklake.config import add_options, positive_float
 from ticklake.options import DATA, DATABASE
 from ticklake.sql_output import FORMATS, write_result
+from ticklake.sql_sandbox import SandboxError, check_statements, lock_down, refusal
 
 __all__ = ["COMMAND", "SQL_OPTIONS", "add_arguments", "run"]
 
@@ -58,16 +61,22 @@ def run(ns: argparse.Namespace) -> int:
         query = ns.query if ns.file is None else ns.file.read_text(encoding="utf-8")
     except OSError as exc:
         return usage_error(NAME, f"cannot read {ns.file}: {exc.strerror}")
+    try:
+        check_statements(query)
+    except (SandboxError, duckdb.Error) as exc:
+        report_error(NAME, exc)
+        return 1
     path = ns.database or database_path(ns.data)
     try:
         con = open_db(path, read_only=True, timeout=ns.timeout, lake=ns.data)
     except DatabaseError as exc:
         return usage_error(NAME, exc)
     try:
+        lock_down(con, ns.data)
         relation = con.sql(query)
         table = None if relation is None else relation.to_arrow_table()
     except duckdb.Error as exc:
-        report_error(NAME, exc)
+        report_error(NAME, refusal(exc, ns.data) or exc)
         return 1
     finally:
         con.close()  # before printing: the writer may be waiting
@@ -84,7 +93,9 @@ COMMAND: Final = Command(
     name=NAME,
     help="run a read-only SQL query on the features database (works while recording)",
     description="Query the DuckDB file read-only: tables features, views ticks, bars_5m, "
-    "bars_1h, bars_1d, seed_features. Retries while the job is writing.",
+    "bars_1h, bars_1d, seed_features. Retries while the job is writing. Only queries, "
+    "EXPLAIN and SET VARIABLE run; they read the database and files under DATA, write "
+    "nothing and load no extension.",
     add_arguments=add_arguments,
     run=run,
     settings=SQL_OPTIONS,

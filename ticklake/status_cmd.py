@@ -1,6 +1,10 @@
 """``ticklake status``: per tier (minute files, history files, journal) the files, rows,
 bytes, oldest and newest tick (journal: frames and receive times) and what retention removes
 next, as an aligned table or ``--format json`` (one object per tier). It removes nothing.
+
+Files it cannot read are not counted but reported: their number and the first few paths,
+on a line after the table (JSON: ``unreadable``, ``unreadable_paths``); the exit status is
+then 1.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from typing import Any, Final
 
 from lake.clock import SystemClock
 from lake.retention import RetentionConfig, RetentionError, check_retention
+from lake.seal import SealError, load_seal
 from lake.status import TierStatus, lake_status
 from lake.utc import iso_utc
 from recorder.journal_status import journal_status
 from ticklake.commands import Command, usage_error
-from ticklake.config import Option, add_options
+from ticklake.config import Option, add_options, finite_float
 from ticklake.options import DATA, JOURNAL_RETENTION_DAYS, RECOMPUTE_HORIZON
 
 __all__ = [
@@ -29,18 +34,21 @@ __all__ = [
     "format_status",
     "retention_days",
     "run",
+    "unreadable_lines",
 ]
 
 NAME: Final = "status"
 
 
 def retention_days(text: str) -> float | None:
-    """A positive number of days, or ``forever`` (also ``none``, empty) for None."""
+    """A positive, finite number of days, or ``forever`` (also ``none``, empty) for None."""
     if text.strip().lower() in ("", "forever", "none"):
         return None
-    value = float(text)
+    if text.strip().lower() in ("inf", "+inf", "infinity", "+infinity"):
+        raise argparse.ArgumentTypeError(f"{text!r}: to keep ticks forever, say 'forever'")
+    value = finite_float(text)
     if not value > 0:
-        raise ValueError(f"{text!r} is not a positive number of days")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of days")
     return value
 
 
@@ -63,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
 
 
 def run(ns: argparse.Namespace) -> int:
-    """Print the tiers; 2 without a data directory or with inconsistent retention settings."""
+    """Print the tiers; 1 when some files are unreadable; 2 without a data directory, with
+    inconsistent retention settings or a damaged seal file."""
     data: Path = ns.data
     if not data.is_dir():
         return usage_error(NAME, f"no data directory {data}")
@@ -71,6 +80,10 @@ def run(ns: argparse.Namespace) -> int:
         config = RetentionConfig(ns.tick_retention_days, ns.journal_retention_days)
         check_retention(config, ns.recompute_horizon)
     except RetentionError as exc:
+        return usage_error(NAME, exc)
+    try:
+        load_seal(data)  # a damaged seal file is reported whether or not a tier needs it
+    except SealError as exc:
         return usage_error(NAME, exc)
     now = SystemClock().now()
     tiers = [
@@ -82,7 +95,9 @@ def run(ns: argparse.Namespace) -> int:
             print(json.dumps(_json(tier)))
     else:
         print(format_status(tiers))
-    return 0
+        for line in unreadable_lines(tiers):
+            print(line)
+    return 1 if any(tier.unreadable for tier in tiers) else 0
 
 
 def format_status(tiers: list[TierStatus]) -> str:
@@ -104,6 +119,19 @@ def format_status(tiers: list[TierStatus]) -> str:
         ]
         out.append("  ".join(cells).rstrip())
     return "\n".join(out)
+
+
+def unreadable_lines(tiers: list[TierStatus]) -> list[str]:
+    """One line per tier with unreadable files: how many, and the first few paths."""
+    lines = []
+    for t in tiers:
+        if not t.unreadable:
+            continue
+        files = "file" if t.unreadable == 1 else "files"
+        more = t.unreadable - len(t.unreadable_paths)
+        paths = ", ".join(t.unreadable_paths) + (f" and {more:,} more" if more else "")
+        lines.append(f"{t.tier}: {t.unreadable:,} unreadable {files}, not counted above: {paths}")
+    return lines
 
 
 def _time_cell(epoch_ms: int | None) -> str:

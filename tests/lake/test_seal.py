@@ -1,4 +1,5 @@
-"""The seal state: watermark arithmetic, monotonic advance, late ids, trimming, the JSON file."""
+"""The seal state: watermark arithmetic, monotonic advance, late ids, trimming, the JSON file,
+and a damaged file refused with an error that names it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lake.datadir import SEAL_FILE
-from lake.seal import LateWindow, SealState, load_seal, save_seal, watermark_at
+from lake.errors import LakeReadError
+from lake.seal import LateWindow, SealError, SealState, load_seal, save_seal, watermark_at
 from lake.utc import MINUTE_MS, floor_minute_ms
 from tests.kit.times import WEDNESDAY_15_MS as T0_MS
 from tests.kit.times import WEDNESDAY_15_UTC as T0  # a minute boundary
@@ -91,3 +93,53 @@ def test_json_round_trip_and_file(tmp_path: Path) -> None:
     ]
     assert load_seal(tmp_path) == seal
     assert [p.name for p in (tmp_path / SEAL_FILE).parent.iterdir()] == ["seal.json"]
+
+
+GOOD = {"watermark_ms": T0_MS, "applied_seq": 7, "next_late_id": 1, "late": []}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "Expecting value"),
+        (b'{"watermark_ms": 1713276060000, "applied', "Unterminated string"),  # torn
+        (b"{\xc3\x28}", "codec can't decode"),
+        (b"[]", "expected the keys watermark_ms, applied_seq, next_late_id, late"),
+        (json.dumps({**GOOD, "applied_seq": None}).encode(), "applied_seq is not an integer"),
+        (json.dumps({**GOOD, "watermark_ms": True}).encode(), "watermark_ms is not an integer"),
+        (json.dumps({**GOOD, "late": {}}).encode(), "late is not a list"),
+        (json.dumps({**GOOD, "late": [{"id": 1}]}).encode(), "late entry {'id': 1} lacks"),
+        (
+            json.dumps(
+                {
+                    **GOOD,
+                    "late": [{"id": "1", "ticker": "A", "window_start_ms": 0, "marked_at_ms": 0}],
+                }
+            ).encode(),
+            "has a value of the wrong type",
+        ),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "applied_seq"}).encode(), "keys"),
+    ],
+    ids=["empty", "torn", "not utf-8", "a list", "null", "bool", "late", "entry", "id", "missing"],
+)
+def test_a_damaged_seal_file_is_an_error_naming_it(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / SEAL_FILE
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(SealError) as damaged:
+        load_seal(tmp_path)
+    message = str(damaged.value)
+    assert message.startswith(f"{path} is damaged (") and reason in message
+    assert "\n" not in message and "ticklake replay" in message and "backup" in message
+    assert path.read_bytes() == content, "left as it was"
+    assert isinstance(damaged.value, LakeReadError)
+
+
+def test_a_well_formed_seal_file_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / SEAL_FILE
+    path.parent.mkdir(parents=True)
+    late = {"id": 3, "ticker": "AMZN", "window_start_ms": T0_MS, "marked_at_ms": T0_MS + 9}
+    path.write_text(json.dumps({**GOOD, "next_late_id": 4, "late": [late]}))
+    assert load_seal(tmp_path) == SealState(T0_MS, 7, 4, [LateWindow(3, "AMZN", T0_MS, T0_MS + 9)])

@@ -1,18 +1,20 @@
-"""lake.status: each tier's files, rows, bytes and times from Parquet footers, and what tick
-retention removes next (the journal's tier is in tests/recorder/test_journal_status.py)."""
+"""lake.status: each tier's files, rows, bytes and times from Parquet footers, unreadable
+files counted and named, and what tick retention removes next (the journal's tier is in
+tests/recorder/test_journal_status.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from lake.layout import history_file
 from lake.retention import RetentionConfig
-from lake.status import byte_text, lake_status
+from lake.status import UNREADABLE_SHOWN, byte_text, lake_status
 from lake.utc import DAY_MS, MINUTE_MS
-from tests.kit.lake import three_days
+from tests.kit.lake import three_days, write_days
 from tests.kit.times import DAY1, DAY3, LATER, OPEN_MS
 
 
@@ -70,3 +72,31 @@ def test_an_empty_data_directory_has_empty_tiers(tmp_path: Path) -> None:
 )
 def test_byte_text(size: int, text: str) -> None:
     assert byte_text(size) == text
+
+
+def test_unreadable_files_are_counted_and_named_not_skipped(tmp_path: Path) -> None:
+    rows = three_days(tmp_path)
+    minutes = sorted(tmp_path.glob("ticks/ticker=AAPL/date=*/minute=*/part.parquet"))
+    history = history_file(tmp_path, "MSFT", DAY1)
+    minutes[0].write_bytes(minutes[0].read_bytes()[:100])  # truncated
+    pq.write_table(pa.table({"a": [1]}), minutes[1])  # Parquet, but not a lake file
+    history.write_bytes(b"not parquet at all")
+    minute, hist = lake_status(tmp_path, LATER, RetentionConfig())
+    assert (minute.files, minute.unreadable, minute.unreadable_paths) == (
+        6,
+        2,
+        (str(minutes[0]), str(minutes[1])),
+    )
+    assert (hist.files, hist.unreadable, hist.unreadable_paths) == (3, 1, (str(history),))
+    assert minute.rows + hist.rows < rows  # the unreadable files' rows are not counted
+
+
+def test_only_the_first_few_unreadable_files_are_named(tmp_path: Path) -> None:
+    write_days(tmp_path, ["AAPL"], days=1, minutes=UNREADABLE_SHOWN + 2)
+    files = sorted(tmp_path.glob("ticks/ticker=AAPL/*/*/part.parquet"))
+    for path in files:
+        path.write_bytes(b"")
+    minute, _ = lake_status(tmp_path, LATER, RetentionConfig())
+    assert (minute.files, minute.rows, minute.bytes) == (0, 0, 0)
+    assert minute.unreadable == len(files) == UNREADABLE_SHOWN + 2
+    assert minute.unreadable_paths == tuple(str(p) for p in files[:UNREADABLE_SHOWN])

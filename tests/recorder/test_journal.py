@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -131,32 +132,48 @@ def test_flipped_bit_in_the_last_record_is_cut_and_reported(tmp_path: Path, wher
         assert journal.next_seq == 4
 
 
-def test_corruption_in_an_older_segment_names_segment_and_offset(tmp_path: Path) -> None:
+def test_damage_in_an_older_segment_is_skipped_and_reported_or_raised_when_strict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = JournalConfig(segment_bytes=4096)
     write(tmp_path, 200, config)
     first, second, *_ = segments(tmp_path)
     damaged = bytearray(first.read_bytes())
-    damaged[HEADER.size + 200] ^= 0x01  # inside the third record
+    third_at = HEADER.size + 2 * (RECORD_OVERHEAD + len(frame(1)))
+    damaged[third_at + 30] ^= 0x01  # inside the third record's payload
     first.write_bytes(bytes(damaged))
     with Journal.open(tmp_path, config) as journal:  # open checks only the newest segment
-        assert journal.repairs == ()
+        assert journal.repairs == () and journal.quarantined == ()
         assert journal.next_seq == 201
+        with caplog.at_level(logging.WARNING):
+            assert [r.seq for r in read_all(journal)] == [1, 2, *range(4, 201)]
+        (skipped,) = journal.skipped
+        assert skipped.segment == first
+        assert (skipped.offset, skipped.size) == (third_at, RECORD_OVERHEAD + len(frame(3)))
+        assert (skipped.after_seq, skipped.resume_seq, skipped.seqs_missing) == (2, 4, 1)
+        lines = [r.message for r in caplog.records if "journal_damage_skipped" in r.message]
+        assert len(lines) == 1 and "ranges=1 " in lines[0] and "seqs_missing=1 " in lines[0]
         got: list[int] = []
         with pytest.raises(JournalCorruptError) as caught:
-            for batch in journal.iter_records():
+            for batch in journal.iter_records(strict=True):
                 got += [r.seq for r in batch]
         assert got == [1, 2]
-        assert caught.value.segment == first
+        assert caught.value.segment == first and caught.value.offset == third_at
         assert str(first) in str(caught.value) and "checksum mismatch" in str(caught.value)
-        second_first = int(second.name[:20])
-        kept = [r.seq for b in journal.iter_records(skip_corrupt=True) for r in b]
-        assert kept == [1, 2, *range(second_first, 201)]
+    assert first.read_bytes() == bytes(damaged), "reading never repairs"
+    second_first = int(second.name[:20])
     third = segments(tmp_path)[2]
+    third_first, fourth_first = int(third.name[:20]), int(segments(tmp_path)[3].name[:20])
     third.unlink()
+    with Journal.open_reader(tmp_path) as reader:
+        kept = [r.seq for r in read_all(reader, second_first)]
+        assert kept == [*range(second_first, third_first), *range(fourth_first, 201)]
+        (gap,) = reader.skipped
+        assert (gap.size, gap.seqs_missing) == (0, fourth_first - third_first)
     with Journal.open_reader(tmp_path) as reader, pytest.raises(JournalCorruptError) as missing:
-        read_all(reader, second_first)
+        [r for b in reader.iter_records(second_first, strict=True) for r in b]
     assert missing.value.segment == segments(tmp_path)[2]
-    assert f"seqs after {int(third.name[:20]) - 1} are missing" in str(missing.value)
+    assert f"seqs after {third_first - 1} are missing" in str(missing.value)
 
 
 def test_rotation_by_size_keeps_every_segment_under_the_limit(tmp_path: Path) -> None:

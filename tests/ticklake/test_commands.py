@@ -1,11 +1,14 @@
-"""What every command shares: the one-line error report and the command list ``cli`` builds."""
+"""What every command shares: the one-line error report, the command list ``cli`` builds, and
+a damaged seal file reported on one line by every command that reads it."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
+from lake.datadir import journal_dir, seal_file
 from ticklake.cli import COMMANDS, main
 from ticklake.commands import USAGE_ERROR, error_text, report_error, usage_error
 
@@ -46,3 +49,35 @@ def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -
         main([name, "--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: ticklake {name} [-h] [--config FILE]")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["record", "--tickers", "AMZN", "--url", "ws://127.0.0.1:9/", "--analytics", "false"],
+        ["replay"],
+        ["compact"],
+        ["status"],
+        ["analyze", "--once"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_damaged_seal_file_is_a_one_line_error_naming_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./ticklake.toml of the checkout
+    data = tmp_path / "data"
+    path = seal_file(data)
+    path.parent.mkdir(parents=True)
+    journal_dir(data).mkdir()  # replay reads a journal
+    path.write_bytes(b'{"watermark_ms": 17132760')  # torn
+    assert main([argv[0], "--data", str(data), *argv[1:]]) == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]  # after any log line
+    assert last.startswith(f"ticklake {argv[0]}: ") and f"{path} is damaged (" in last
+    assert "ticklake replay" in last
+    assert path.read_bytes() == b'{"watermark_ms": 17132760', "left for the operator"

@@ -1,5 +1,6 @@
-"""``ticklake sql`` (formats, errors, a writer holding the file), through its argument parser
-and handler."""
+"""``ticklake sql`` (formats, errors, a writer holding the file, read-only in every way: no
+file written, nothing read outside the data directory, no extension, no setting changed),
+through its argument parser and handler."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import io
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from analytics.database import database_path
 from analytics.job import JobConfig, run_once
+from analytics.views import SQL_DIR
 from lake.clock import ManualClock
 from lake.utc import MINUTE_MS as MIN
 from tests.kit.features import hold_database
@@ -129,3 +132,148 @@ def test_a_query_waits_for_the_writer_to_let_go(data, capsysbinary) -> None:
     finally:
         writer.wait()
     assert code == 0 and out.splitlines()[2].strip() == "6" and err == ""
+
+
+# -- read-only: nothing written, nothing read outside the data directory ---------------------
+
+
+def lake_file(data: Path) -> Path:
+    return next(data.glob("ticks/ticker=AMZN/date=*/minute=*/part.parquet"))
+
+
+def refused(capsysbinary, data: Path, query: str) -> str:
+    """The one-line error of a query ``ticklake sql`` must refuse (exit status 1)."""
+    code, out, err = run_sql(capsysbinary, "--data", str(data), query)
+    assert (code, out, err.count("\n")) == (1, "", 1), err
+    return err
+
+
+def count_ticks(capsysbinary, data: Path) -> str:
+    code, out, _ = run_sql(capsysbinary, "--data", str(data), "SELECT count(*) AS n FROM ticks")
+    assert code == 0
+    return out.splitlines()[2].strip()
+
+
+def test_copy_to_a_lake_file_is_refused_and_the_file_is_unchanged(data, capsysbinary) -> None:
+    target = lake_file(data)
+    before = target.read_bytes()
+    copy = f"COPY (SELECT 1 AS a) TO '{target}' (FORMAT parquet)"
+    for query, name in [
+        (copy, "COPY"),
+        (f"EXPLAIN ANALYZE {copy}", "EXPLAIN COPY"),  # EXPLAIN ANALYZE runs the statement
+        (f"SELECT 1;\n{copy}", "COPY"),  # a script is refused whole: nothing of it runs
+        (f"EXPORT DATABASE '{data / 'exported'}'", "EXPORT"),
+        ("CREATE TEMP TABLE t AS SELECT 1", "CREATE"),
+        ("INSERT INTO features SELECT * FROM features", "INSERT"),
+    ]:
+        err = refused(capsysbinary, data, query)
+        assert err.startswith(f"ticklake sql: {name} is not allowed: ticklake sql is read-only")
+    assert target.read_bytes() == before
+    assert not (data / "exported").exists()
+    assert count_ticks(capsysbinary, data) == "6"
+
+
+def test_nothing_outside_the_data_directory_is_read(data, capsysbinary, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.csv"
+    outside.write_text("secret\n42\n")
+    sibling = data.parent / f"{data.name}2"  # shares the data directory's name as a prefix
+    sibling.mkdir(exist_ok=True)
+    (sibling / "secret.csv").write_text("secret\n42\n")
+    root = data.resolve()
+    for path in (
+        "/etc/passwd",
+        str(outside),
+        str(sibling / "secret.csv"),
+        f"{data}/../{sibling.name}/secret.csv",
+    ):
+        err = refused(capsysbinary, data, f"SELECT * FROM read_csv('{path}')")
+        assert err == (
+            f"ticklake sql: access to {path} is not allowed: "
+            f"ticklake sql reads only files under {root}\n"
+        )
+    err = refused(capsysbinary, data, "SELECT * FROM glob('/etc/*')")
+    assert "access to /etc/* is not allowed" in err
+    code, out, _ = run_sql(
+        capsysbinary, "--data", str(data), f"SELECT count(*) AS n FROM '{lake_file(data)}'"
+    )
+    assert code == 0 and out.splitlines()[2].strip() == "3"  # lake files themselves: readable
+
+
+def test_no_extension_is_installed_or_loaded(data, capsysbinary) -> None:
+    for query, name in [
+        ("INSTALL httpfs", "INSTALL"),
+        ("FORCE INSTALL httpfs", "FORCE"),
+        ("LOAD httpfs", "LOAD"),
+        ("UPDATE EXTENSIONS", "UPDATE"),  # a statement type without a name in the Python API
+    ]:
+        err = refused(capsysbinary, data, query)
+        assert err.startswith(f"ticklake sql: {name} is not allowed")
+    err = refused(capsysbinary, data, "FROM read_parquet('https://example.invalid/x.parquet')")
+    assert "access to https://example.invalid/x.parquet is not allowed" in err
+
+
+def test_settings_cannot_be_changed_back(data, capsysbinary) -> None:
+    for query, name in [
+        ("SET enable_external_access = true", "SET enable_external_access"),
+        ("SET GLOBAL allowed_directories = ['/']", "SET allowed_directories"),
+        ("RESET lock_configuration", "RESET lock_configuration"),
+        ("/* hidden */ set autoinstall_known_extensions = 1", "SET autoinstall_known_extensions"),
+        ("PRAGMA enable_profiling", "PRAGMA"),
+        ("CALL enable_logging()", "CALL"),
+    ]:
+        err = refused(capsysbinary, data, query)
+        assert err.startswith(f"ticklake sql: {name} is not allowed"), err
+
+
+def test_attach_of_another_file_is_refused(data, capsysbinary, tmp_path: Path) -> None:
+    other = tmp_path / "other.duckdb"
+    with duckdb.connect(str(other)) as con:
+        con.execute("CREATE TABLE t AS SELECT 42 AS x")
+    for query in (
+        f"ATTACH '{other}' AS other",
+        f"ATTACH '{database_path(data)}' AS again (READ_ONLY)",
+        f"ATTACH '{data / 'new.duckdb'}' AS new",
+    ):
+        err = refused(capsysbinary, data, query)
+        assert err.startswith("ticklake sql: ATTACH is not allowed")
+    assert not (data / "new.duckdb").exists()
+
+
+def test_queries_of_every_kind_still_run(data, capsysbinary) -> None:
+    for query, first_cells in [
+        ("DESCRIBE features", ["ticker"]),
+        ("SHOW TABLES", ["bars_1d", "bars_1h", "bars_5m", "features"]),
+        ("SUMMARIZE SELECT close FROM features", ["close"]),
+        ("WITH t AS (FROM ticks_of('AMZN')) SELECT count(*) AS n FROM t", ["3"]),
+        ("SELECT tick_count FROM bars_5m ORDER BY ticker", ["3", "3"]),
+        ("-- leading comment\nSET VARIABLE n = 2;\nSELECT getvariable('n') AS n", ["2"]),
+        ("BEGIN; SELECT 7 AS n FROM ticks LIMIT 1; COMMIT", []),  # COMMIT's result: none
+    ]:
+        code, out, err = run_sql(capsysbinary, "--data", str(data), query)
+        assert code == 0 and err == "", (query, err)
+        cells = [line.split(" | ")[0].strip() for line in out.splitlines()[2:-1]]
+        assert cells[: len(first_cells)] == first_cells, query
+    code, out, _ = run_sql(capsysbinary, "--data", str(data), "EXPLAIN SELECT * FROM ticks")
+    assert code == 0 and "READ_PARQUET" in out.upper()
+
+
+def test_a_database_outside_the_data_directory_is_still_read(
+    data, capsysbinary, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    elsewhere.write_bytes(database_path(data).read_bytes())
+    query = "SELECT (SELECT count(*) FROM features) AS f, (SELECT count(*) FROM ticks) AS t"
+    code, out, err = run_sql(capsysbinary, "--data", str(data), "--database", str(elsewhere), query)
+    assert (code, err) == (0, "") and out.splitlines()[2].split() == ["2", "|", "6"]
+    (tmp_path / "x.csv").write_text("x\n1\n")
+    query = f"SELECT * FROM read_csv('{tmp_path}/x.csv')"
+    code, _, err = run_sql(capsysbinary, "--data", str(data), "--database", str(elsewhere), query)
+    assert code == 1 and "is not allowed" in err  # its directory is not opened to queries
+
+
+@pytest.mark.parametrize(
+    "example", sorted((SQL_DIR / "examples").glob("*.sql")), ids=lambda p: p.name
+)
+def test_every_example_query_runs(data, capsysbinary, example: Path) -> None:
+    code, out, err = run_sql(capsysbinary, "--data", str(data), "--file", str(example))
+    assert (code, err) == (0, "") and out.rstrip().endswith(("row)", "rows)"))

@@ -53,3 +53,29 @@ def test_no_data_directory_is_a_usage_error(
 ) -> None:
     assert command(status_cmd.COMMAND, tmp_path / "none") == 2
     assert capsys.readouterr().err == f"ticklake status: no data directory {tmp_path / 'none'}\n"
+
+
+def test_unreadable_files_are_reported_and_the_status_is_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_days(tmp_path, ["AAPL"], days=1, minutes=3)
+    damaged = sorted(tmp_path.glob("ticks/ticker=AAPL/*/*/part.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-20])  # the footer's end cut off
+    assert command(status_cmd.COMMAND, tmp_path) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:2] == ["minute", "2"]
+    assert out[-1] == f"minute: 1 unreadable file, not counted above: {damaged}"
+    assert command(status_cmd.COMMAND, tmp_path, "--format", "json") == 1
+    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(t["tier"], t["unreadable"], t["unreadable_paths"]) for t in tiers] == [
+        ("minute", 1, [str(damaged)]),
+        ("history", 0, []),
+        ("journal", 0, []),
+    ]
+
+
+def test_the_unreadable_line_counts_the_files_it_does_not_name() -> None:
+    tier = TierStatus("history", 0, 0, True, 0, None, None, "x", None, 7, ("a", "b"))
+    assert status_cmd.unreadable_lines([tier]) == [
+        "history: 7 unreadable files, not counted above: a, b and 5 more"
+    ]
