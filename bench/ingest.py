@@ -78,20 +78,46 @@ class Stopped:
     clean: bool  # exited by itself within the timeout
 
 
-def peak_rss_mb(pid: int) -> float:
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the recorder and its lake writer)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(child) for child in task.read_text().split())
+    return out
+
+
+def _status_kb(pid: int, key: str) -> int:
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of ``pid`` and its descendants, summed: an upper bound of the peak
+    of the whole (a forked child shares pages with its parent)."""
+    return sum(_status_kb(p, "VmHWM:") for p in tree(pid)) / 1024
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and its living descendants."""
+    return sum(_cpu(p) for p in tree(pid))
 
 
 async def _bare(url: str, names: list[str], seconds: float) -> tuple[int, float, float]:

@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 DELTA_GLOB: Final = f"{DELTAS_DIR}/d-*.parquet"
 FOLD_GLOB: Final = f"{DELTAS_DIR}/fold-*"
 PLACEHOLDER_NAME: Final = "d-!empty.parquet"  # zero rows; keeps a delta glob non-empty
-COMPRESSION: Final = "zstd"
+COMPRESSION: Final = "lz4"  # deltas live one seal: speed over size
 _DELTA_RE: Final = re.compile(r"^d-(\d{20})-(\d{20})-(\d{16})\.parquet$")
 _FOLD_RE: Final = re.compile(r"^fold-(\d{12})-(\d{20})-(\d{20})-(\d{16})-(\d{16})$")
 

@@ -10,7 +10,7 @@ import os
 import signal
 from typing import Final
 
-__all__ = ["ENV", "NAMES", "reach"]
+__all__ = ["ENV", "NAMES", "kill_also", "reach"]
 
 ENV: Final = "TICKLAKE_FAILPOINT"
 NAMES: Final = (
@@ -21,7 +21,18 @@ NAMES: Final = (
 )
 
 
+_ALSO: list[int] = []  # processes that die with this one (a helper process's parent)
+
+
+def kill_also(pid: int) -> None:
+    """Make a failpoint reached in this process kill ``pid`` first (the whole recorder
+    loses power, not one of its processes)."""
+    _ALSO.append(pid)
+
+
 def reach(name: str) -> None:
     """Die here (SIGKILL, no cleanup) if ``TICKLAKE_FAILPOINT`` names this point."""
     if os.environ.get(ENV) == name:
+        for pid in _ALSO:
+            os.kill(pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

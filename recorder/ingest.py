@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from lake.atomic import deferred_sync, sync_filesystem
 from lake.dedupe import content_keys, merge_ticks
 from lake.deltas import Delta, Fold, designated_to_files, read_delta, write_delta
+from lake.errors import LakeStopped
 from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
@@ -172,7 +173,7 @@ class Ingest:
         stored = self._sealed_like(decoded.rows)
         rows = _new_rows(stored, decoded.rows) if stored.num_rows else decoded.rows
         keys = content_keys(rows)
-        fresh = _first_of_each(keys) & ~self._known(keys, pending)
+        fresh = _first_of_each(keys) & ~self._known(keys, _times(rows), pending)
         if not fresh.all():
             rows = rows.filter(pa.array(fresh))
             keys = (keys[0][fresh], keys[1][fresh])
@@ -189,16 +190,26 @@ class Ingest:
         paths = {d.path for d in kept}
         self._keys = {p: k for p, k in self._keys.items() if p in paths}
 
-    def _known(self, keys: Keys, pending: Sequence[Delta]) -> npt.NDArray[np.bool_]:
-        """Per row, whether a pending delta holds a tick with the same content."""
+    def _known(
+        self, keys: Keys, times: npt.NDArray[np.int64], pending: Sequence[Delta]
+    ) -> npt.NDArray[np.bool_]:
+        """Per row, whether a pending delta holds a tick with the same content. Only rows
+        inside a delta's time range can be in it (the time is part of the content), so a
+        burst's many deltas cost a comparison each, not a search each."""
         known = np.zeros(len(keys[0]), dtype=np.bool_)
         for delta in pending:
             if delta.path not in self._keys:  # written by another process: read it once
                 self._keys[delta.path] = _sorted_keys(content_keys(read_delta(delta)))
             first, second = self._keys[delta.path]
-            at = np.minimum(np.searchsorted(first, keys[0]), max(len(first) - 1, 0))
-            if len(first):
-                known |= (first[at] == keys[0]) & (second[at] == keys[1])
+            if not len(first):
+                continue
+            low = delta.min_time_ms if delta.min_time_ms else np.iinfo(np.int64).min
+            rows = np.flatnonzero((times >= low) & (times <= delta.max_time_ms))
+            if not rows.size:
+                continue
+            wanted = keys[0][rows]
+            at = np.minimum(np.searchsorted(first, wanted), len(first) - 1)
+            known[rows] |= (first[at] == wanted) & (second[at] == keys[1][rows])
         return known
 
     def _sealed_like(self, rows: pa.Table) -> pa.Table:
@@ -259,6 +270,8 @@ class Ingest:
         writing, so each (ticker, minute) file of a long range is written about once."""
         stats, pending, rows, last = IngestStats(), [], 0, 0
         for records in batches:
+            if self.halt.is_set():
+                raise LakeStopped("shutting down")
             for i in range(0, len(records), CHUNK_FRAMES):
                 pending.append(self.decode(*record_columns(records[i : i + CHUNK_FRAMES])))
                 stats.add(pending[-1].stats)
@@ -314,10 +327,11 @@ class Ingest:
 
 def _first_of_each(keys: Keys) -> npt.NDArray[np.bool_]:
     """Per row, whether no earlier row of the batch has the same content keys."""
-    pairs = np.stack(keys, axis=1)
-    _, first = np.unique(pairs, axis=0, return_index=True)
-    out = np.zeros(len(keys[0]), dtype=np.bool_)
-    out[first] = True
+    order = np.lexsort((keys[1], keys[0]))  # stable: equal rows keep their order
+    first, second = keys[0][order], keys[1][order]
+    again = (first[1:] == first[:-1]) & (second[1:] == second[:-1])
+    out = np.ones(len(first), dtype=np.bool_)
+    out[order[1:][again]] = False
     return out
 
 

@@ -2,29 +2,35 @@
 
 The receive path does one thing per batch of frames: append them to the journal (contract 1)
 and keep them in a bounded in-memory backlog. Everything else happens in *cycles*, every
-``flush_interval`` and at every seal deadline (minute end + lateness): the journal is made
-durable up to the backlog's last seq, the backlog is decoded and appended to the lake as one
-delta in a worker thread (``lake.deltas``), and when minutes seal, a *fold* writes each
-sealed (ticker, minute) file once from the deltas, syncs them once, publishes a fold marker
-for readers and the seal watermark for analytics. The recorder's work grows with the ticks
-it stores, not with tickers x flushes.
+``flush_interval``, at every seal deadline (minute end + lateness) and at once while a
+burst's backlog holds ``FLUSH_FRAMES``: the journal is made durable up to the backlog's last
+seq, then the lake writer (``recorder.lake_writer``, in a process of its own:
+``recorder.lake_process``) decodes the frames and appends them to the lake as one delta
+(``lake.deltas``), and when minutes seal, a *fold* writes each sealed (ticker, minute) file
+once from the deltas, syncs them once, publishes a fold marker for readers and the seal
+watermark for analytics. The recorder's work grows with the ticks it stores, not with
+tickers x flushes, and decoding never competes with the receive loop for the interpreter.
 
 Invariants:
-- nothing reaches the lake before it is fsynced in the journal, so a seq seen in the lake is
-  never reused after a crash;
+- nothing reaches the lake before it is fsynced in the journal, and a new seq is above
+  every seq the journal, the seal and the lake have seen, so none is ever reused;
 - a frame the journal rejects (a full disk) is dropped, counted and logged once per outage,
   and recording goes on: the journal resumes by itself once space returns;
 - the receive path never waits on Parquet: a slow disk grows the backlog; past
-  ``max_backlog`` frames or ``max_backlog_mb`` of frame text (counting the backlog the cycle
+  ``max_backlog`` frames or ``max_backlog_mb`` of frame text (counting the frames the cycle
   in flight holds) the backlog is dropped from memory and the next cycle reads those frames
   back from the journal (logged as ``event=backlog_overflow``); memory stays bounded;
+- a failed cycle (a full disk, a lost lake writer) is logged once per outage; the next
+  cycles back off (the flush interval, doubling up to ``MAX_BACKOFF_S``) and read the frames
+  back from the journal; the first that succeeds logs the recovery;
 - at start, every journaled frame after the seal's ``applied_seq`` (every row up to it is
   in the lake's files) is replayed straight into the minute files, so a crash loses nothing
   the journal kept; deltas are not synced, the journal is their durable copy;
 - the watermark is published only after every frame received before the cycle began is in
   the lake's files, synced;
-- stopping never drains a backlog: the journal is synced, a small backlog is flushed as a
-  delta, and whatever else is left is replayed by the next start.
+- stopping never drains a backlog: the journal is synced, the cycle in flight stops at its
+  next piece (at most ``STOP_WAIT_S``, then its process is killed), a small backlog is
+  flushed as a delta, and whatever else is left is replayed by the next start.
 """
 
 from __future__ import annotations
@@ -32,29 +38,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
-from lake import failpoints
 from lake.clock import Clock, SystemClock
-from lake.compact import DEFAULT_GRACE_S
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
-from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
 from lake.errors import LakeError, LakeStopped
 from lake.minutes import clean_temporaries
-from lake.quarantine import Quarantine
-from lake.seal import load_seal, save_seal, watermark_at
+from lake.seal import load_seal, watermark_at
 from lake.sessions import SessionLog
 from lake.utc import DAY_S, HOUR_MS, MINUTE_MS
 from recorder.feed import Feed, FeedConfig
-from recorder.ingest import Ingest, IngestStats, record_columns
+from recorder.ingest import IngestStats
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
+from recorder.journal_recovery import lake_seq_floor
+from recorder.lake_process import LakeProcess
+from recorder.lake_writer import FLUSH_FRAMES, Report, Work, WriterConfig
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF_S: Final = 60.0  # the longest wait between two cycles while they fail
+STOP_WAIT_S: Final = 2.5  # at stop, the lake writer gets this long to finish its cycle
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class RecorderConfig:
 
 @dataclass
 class _Backlog:
-    frames: list[str | bytes] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
     seqs: list[range] = field(default_factory=list)
     received: list[int] = field(default_factory=list)
     size: int = 0  # characters of frame text held
@@ -96,28 +100,28 @@ class Recorder:
         self.journal = Journal.open(
             data / JOURNAL_DIR,
             JournalConfig(fsync=config.fsync, group_commit_ms=config.group_commit_ms),
+            min_next_seq=lake_seq_floor(data),  # no seq the lake has seen is given again
         )
         for repair in self.journal.repairs:
             log.warning("event=journal_repaired %s", repair)
         removed = clean_temporaries(data)
         if removed:
             log.info("event=temporaries_removed count=%d", removed)
-        self.seal = load_seal(data)
-        self.quarantine = Quarantine(data)
-        self.ingest = Ingest(data, self.seal, self.quarantine)
+        self.seal = load_seal(data)  # a mirror: the lake writer owns the seal
+        self.lake = LakeProcess(
+            WriterConfig(data, int(config.recompute_horizon * 1000), config.stop_flush_frames)
+        )
         (data / SESSIONS_FILE).parent.mkdir(parents=True, exist_ok=True)
         self.sessions = SessionLog(data / SESSIONS_FILE)
         self.feed = Feed(config.feed, config.tickers, self._on_frames, self.clock, self.sessions)
         self.stats = IngestStats()
         self.frames_dropped = 0  # frames the journal rejected (disk full) since it last wrote
-        self.fold = latest_fold(data) or Fold(0, 0, 0, 0)
-        self._deltas: list[Delta] = []  # this process's deltas not yet folded completely
-        self._flushed_seq = 0  # every seq up to this is in a delta or a file
-        self._late_pending = False  # a delta holds ticks of minutes already sealed
+        self.flushed_seq = 0  # every seq up to this is in a delta or a file
         self._backlog = _Backlog()
         self._in_flight = 0  # characters of frame text the cycle in flight holds
         self._catching_up = True  # start by replaying what the lake has not applied yet
-        self._started = False
+        self._failures = 0  # cycles failed in a row
+        self._outage_since = 0.0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -144,6 +148,8 @@ class Recorder:
         backlog.seqs.append(seqs)
         backlog.received.append(received_at_us)
         backlog.size += sum(map(len, texts))
+        if len(backlog) >= FLUSH_FRAMES:
+            self._wake.set()  # a burst: flush now, not at the next interval
         held = backlog.size + self._in_flight
         if len(backlog) > self.config.max_backlog or held > self.config.max_backlog_mb * 1e6:
             log.warning(
@@ -156,136 +162,87 @@ class Recorder:
 
     # -- cycles ------------------------------------------------------------------------------
     def _next_deadline(self, last_cycle: float) -> float:
+        if self._failures:  # a lasting fault: back off, flush interval doubling up to a minute
+            wait = self.config.flush_interval * float(1 << min(self._failures, 16))
+            return last_cycle + min(MAX_BACKOFF_S, wait)
         seal_due = (self.seal.watermark_ms + MINUTE_MS) / 1000 + self.config.lateness
         return min(last_cycle + self.config.flush_interval, max(seal_due, last_cycle))
 
     async def cycle(self) -> IngestStats:
-        """Make the journal durable, append what arrived as a delta, fold sealed minutes."""
+        """Make the journal durable, then have the lake writer append what arrived as a
+        delta and fold the minutes that seal."""
         now = self.clock.now()
-        now_ms = int(now * 1000)
-        backlog, self._backlog = self._backlog, _Backlog()
+        backlog = self._take_backlog()
         self._in_flight = backlog.size
         catch_up_to = self.journal.next_seq - 1 if self._catching_up else 0
         self._catching_up = False
-        await self.journal.sync_in_thread()
-        stats = IngestStats()
-        if not self._started:
-            stats.add(await asyncio.to_thread(self._start, catch_up_to, now_ms))
-        elif catch_up_to:
-            stats.add(await asyncio.to_thread(self._reflush, catch_up_to))
-        stats.add(await asyncio.to_thread(self._flush_backlog, backlog))
-        self._in_flight = 0
-        del backlog
-        target = watermark_at(now, self.config.lateness)
-        if target > self.fold.watermark_ms or self._late_pending:
-            stats.add(await asyncio.to_thread(self._fold, target, now_ms))
-        self.stats.add(stats)
-        self.quarantine.flush()
-        return stats
+        try:
+            await self.journal.sync_in_thread()
+            self.lake.start()  # a new one after a loss: it replays from the journal
+            work = Work(
+                now_ms=int(now * 1000),
+                seal_target_ms=watermark_at(now, self.config.lateness),
+                frames=backlog.frames,
+                seqs=backlog.seqs,
+                received_us=backlog.received,
+                catch_up_to=catch_up_to,
+            )
+            del backlog
+            report = await asyncio.to_thread(self.lake.submit, work)
+        finally:
+            self._in_flight = 0
+        return self._take(report)
 
-    def _seal_fields(self) -> tuple[int, int]:
-        return self.seal.watermark_ms, self.seal.applied_seq
+    def _take_backlog(self) -> _Backlog:
+        """The backlog's first ``FLUSH_FRAMES`` frames or so (whole batches), for one cycle;
+        a burst's rest waits for the next cycle, which starts at once (memory in flight
+        stays small)."""
+        backlog = self._backlog
+        if len(backlog) <= FLUSH_FRAMES:
+            self._backlog = _Backlog()
+            return backlog
+        taken, batches = 0, 0
+        while taken < FLUSH_FRAMES:
+            taken += len(backlog.seqs[batches])
+            batches += 1
+        head = _Backlog(backlog.frames[:taken], backlog.seqs[:batches], backlog.received[:batches])
+        head.size = sum(map(len, head.frames))
+        rest = _Backlog(backlog.frames[taken:], backlog.seqs[batches:], backlog.received[batches:])
+        rest.size = backlog.size - head.size
+        self._backlog = rest
+        self._wake.set()
+        return head
 
-    def _start(self, until_seq: int, now_ms: int) -> IngestStats:
-        """Replay what the lake's files lack straight into them, then publish a marker that
-        says so (readers see the deltas from then on)."""
-        stats = IngestStats()
-        start = self.seal.applied_seq + 1
-        if start <= until_seq:
-            log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
-            # A reader of its own: the writer's buffer belongs to the event loop's thread.
-            with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
-                stats = self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms)
-            if stats.files_written:
-                failpoints.reach("replay_files_written")
-        self._flushed_seq = max(self.seal.applied_seq, until_seq)
-        base = self._flushed_seq
-        watermark = max(self.fold.watermark_ms, self.seal.watermark_ms)
-        self._publish(Fold(self.fold.generation + 1, base, base, watermark, now_ms))
-        self.seal.applied_seq = base
-        save_seal(self.config.data, self.seal)
-        self._started = True
-        return stats
+    def _take(self, report: Report) -> IngestStats:
+        """Mirror what a cycle's report says; raise its failure."""
+        self.stats.add(report.stats)
+        self.seal.watermark_ms = max(self.seal.watermark_ms, report.watermark_ms)
+        self.seal.applied_seq = max(self.seal.applied_seq, report.applied_seq)
+        self.flushed_seq = max(self.flushed_seq, report.flushed_seq)
+        if report.stopped:
+            raise LakeStopped("shutting down")
+        if report.failure:
+            raise LakeError(report.failure)
+        return report.stats
 
-    def _reflush(self, until_seq: int) -> IngestStats:
-        """After a dropped backlog: read the frames after the last flushed one back from the
-        journal and append them as deltas."""
-        stats = IngestStats()
-        if self._flushed_seq >= until_seq:
-            return stats
-        log.info("event=reflush from_seq=%d to_seq=%d", self._flushed_seq + 1, until_seq)
-        with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
-            for records in reader.iter_records(self._flushed_seq + 1, until_seq + 1):
-                stats.add(self._flush(*record_columns(records)))
-        return stats
-
-    def _flush_backlog(self, backlog: _Backlog) -> IngestStats:
-        if not backlog.frames:
-            return IngestStats()
-        seqs = np.concatenate([np.arange(r.start, r.stop, dtype=np.int64) for r in backlog.seqs])
-        counts = [len(r) for r in backlog.seqs]
-        received = np.repeat(np.asarray(backlog.received, dtype=np.int64), counts)
-        keep = seqs > self._flushed_seq  # already flushed by a reflush in this cycle
-        if not keep.all():
-            frames = [f for f, k in zip(backlog.frames, keep, strict=True) if k]
-            return self._flush(frames, seqs[keep], received[keep])
-        return self._flush(backlog.frames, seqs, received)
-
-    def _flush(
-        self,
-        frames: Sequence[str | bytes],
-        seqs: npt.NDArray[np.int64],
-        received: npt.NDArray[np.int64],
-    ) -> IngestStats:
-        if not len(seqs):
-            return IngestStats()
-        delta, stats = self.ingest.flush(frames, seqs, received, self._deltas)
-        if delta is not None:
-            failpoints.reach("delta_written")
-            self._deltas.append(delta)
-            self._late_pending |= delta.min_time_ms < self.fold.watermark_ms
-        self._flushed_seq = max(self._flushed_seq, int(seqs[-1]))
-        return stats
-
-    def _fold(self, target_ms: int, now_ms: int) -> IngestStats:
-        """Seal the minutes before ``target_ms``: their files, one sync, the marker, the seal."""
-        old = self.fold
-        watermark = max(target_ms, old.watermark_ms)
-        wanted = Fold(old.generation + 1, old.base_seq, self._flushed_seq, watermark, now_ms)
-        result = self.ingest.fold(self._deltas, old, wanted, now_ms)
-        if result.stats.files_written:
-            failpoints.reach("fold_files_written")
-        self._publish(result.fold)
-        failpoints.reach("fold_published")
-        self._deltas, self._late_pending = result.remaining, False
-        self.ingest.forget(self._deltas)
-        moved = self.seal.advance(watermark)
-        self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
-        self.seal.trim(now_ms, int(self.config.recompute_horizon * 1000))
-        save_seal(self.config.data, self.seal)
-        if moved:
-            log.info("event=seal watermark_ms=%d applied_seq=%d", *self._seal_fields())
-        prune(self.config.data, now_ms, DEFAULT_GRACE_S)
-        return result.stats
-
-    def _flush_at_stop(self) -> None:
-        """Flush what is left as a delta if that is quick; otherwise leave it to the next
-        start, which replays it from the journal."""
+    async def _flush_at_stop(self) -> None:
+        """Have the lake writer flush what is left if that is quick; whatever else is left,
+        the next start replays from the journal."""
         journaled = self.journal.next_seq - 1
-        left = journaled - self._flushed_seq
-        if not self._started or left <= 0:
+        if journaled <= self.flushed_seq or self.lake.pid is None:
             return
-        if left > self.config.stop_flush_frames:
-            log.info("event=stop_left_backlog frames=%d", left)
-        elif self._catching_up:
-            self.stats.add(self._reflush(journaled))
-        else:
-            self.stats.add(self._flush_backlog(self._backlog))
-
-    def _publish(self, fold: Fold) -> None:
-        ensure_deltas_dir(self.config.data)
-        publish_fold(self.config.data, fold)
-        self.fold = fold
+        frames = [] if self._catching_up else self._backlog.frames
+        work = Work(
+            now_ms=int(self.clock.now() * 1000),
+            seal_target_ms=0,
+            frames=frames,
+            seqs=self._backlog.seqs if frames else [],
+            received_us=self._backlog.received if frames else [],
+            catch_up_to=journaled,
+            final=True,
+        )
+        with contextlib.suppress(LakeError):
+            self._take(await asyncio.to_thread(self.lake.submit, work))
 
     async def _cycles(self) -> None:
         last = self.clock.now()
@@ -303,14 +260,38 @@ class Recorder:
             try:
                 await self.cycle()
             except LakeStopped:
-                log.info("event=fold_stopped reason=shutting_down")
+                log.info("event=cycle_stopped reason=shutting_down")
                 break
             except (LakeError, JournalError, OSError) as exc:
-                # A full disk or an unwritable folder: the journal keeps what it has; the
-                # frames come back from it at the next cycle.
-                log.error("event=cycle_failed reason=%s", str(exc).splitlines()[0])
+                # A full disk, an unwritable folder, a lost lake writer: the journal keeps the
+                # frames, which the next cycle reads back from it.
                 self._backlog = _Backlog()
                 self._catching_up = True
+                self._failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            else:
+                self._recovered()
+
+    def _failed(self, reason: str) -> None:
+        """Count a failed cycle; log the first of an outage only (the next cycles wait)."""
+        self._failures += 1
+        if self._failures == 1:
+            self._outage_since = self.clock.now()
+            log.error(
+                "event=cycle_failed reason=%s action=retry_with_backoff max_wait_s=%g",
+                reason,
+                MAX_BACKOFF_S,
+            )
+        else:
+            log.debug("event=cycle_failed failures=%d reason=%s", self._failures, reason)
+
+    def _recovered(self) -> None:
+        if self._failures:
+            log.warning(
+                "event=cycle_recovered failures=%d outage_s=%.1f",
+                self._failures,
+                self.clock.now() - self._outage_since,
+            )
+        self._failures = 0
 
     async def _housekeeping(self) -> None:
         while not self._stop.is_set():
@@ -330,7 +311,7 @@ class Recorder:
         """Ask :meth:`run` to finish: close sockets, apply the backlog, fsync, return."""
         self._stop.set()
         self._wake.set()
-        self.ingest.halt.set()  # a fold in progress stops; the next start replays its part
+        self.lake.halt()  # a long step in progress stops; the next start replays its part
         self.feed.stop()
 
     async def run(self) -> None:
@@ -359,8 +340,11 @@ class Recorder:
         finally:
             self._stop.set()
             self._wake.set()
-            with contextlib.suppress(Exception):
-                await cycles  # a cycle in progress finishes: its backlog is already taken
+            # A cycle in progress finishes (halted): its backlog is already taken. One that
+            # takes too long loses its lake writer; the journal has all it had.
+            if not (await asyncio.wait([cycles], timeout=STOP_WAIT_S))[0]:
+                log.warning("event=stop_cut_cycle after_s=%g", STOP_WAIT_S)
+                await asyncio.to_thread(self.lake.close, 0.0)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -371,10 +355,10 @@ class Recorder:
     async def _close(self) -> None:
         try:
             await self.journal.sync_in_thread()
-            await asyncio.to_thread(self._flush_at_stop)
+            await self._flush_at_stop()
         finally:
+            await asyncio.to_thread(self.lake.close, STOP_WAIT_S)
             self.journal.close()
-            self.quarantine.close()
             self.sessions.close()
             log.info(
                 "event=stopped frames=%d ticks=%d late=%d bad=%d applied_seq=%d",

@@ -272,32 +272,38 @@ def test_backlog_overflow_reads_back_from_the_journal(
 def test_a_slow_disk_never_slows_the_receive_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
+    data, sent_log, slow_log = tmp_path / "data", tmp_path / "sent.jsonl", tmp_path / "slow"
     real_write = lake.deltas.write_delta
-    slow: list[tuple[int, int, int, int]] = []  # (sent, journaled) before and after a write
-    refs: dict[str, object] = {}
+    samples: list[tuple[float, int, int]] = []  # (monotonic, sent, journaled), every 10 ms
 
     def slow_write(root: Path, table: pa.Table) -> lake.deltas.Delta | None:
-        rec, sim = refs["recorder"], refs["sim"]
-        assert isinstance(rec, Recorder) and isinstance(sim, Simulator)
-        if len(slow) < 3:  # the disk: 0.5 s per flush, for the first three flushes
-            sent, journaled = sim.frames_sent, rec.journal.next_seq - 1
+        # Runs in the lake writer process: the disk takes 0.5 s for each of three flushes.
+        done = slow_log.read_text().count("\n") if slow_log.exists() else 0
+        if done < 3:
+            started = time.monotonic()
             time.sleep(0.5)
-            slow.append((sent, journaled, sim.frames_sent, rec.journal.next_seq - 1))
+            with slow_log.open("a") as out:
+                out.write(f"{started} {time.monotonic()}\n")
         return real_write(root, table)
 
-    async def keep(recorder_: Recorder, sim: Simulator) -> None:
-        refs.update(recorder=recorder_, sim=sim)
+    async def watch(recorder_: Recorder, sim: Simulator) -> None:
+        while True:
+            samples.append((time.monotonic(), sim.frames_sent, recorder_.journal.next_seq - 1))
+            await asyncio.sleep(0.01)
 
     monkeypatch.setattr(recorder.ingest, "write_delta", slow_write)
     sim = SimulatorConfig(rate=20, seed=11, sent_log=sent_log)
-    record(recorder_config(data, CRYPTO), sim, 2.8, probe=keep)
+    record(recorder_config(data, CRYPTO), sim, 2.8, probe=watch)
 
-    assert len(slow) == 3
-    for sent_before, journaled_before, sent_after, journaled_after in slow:
-        assert sent_after - sent_before >= 20, "the simulator kept sending (60 msg/s)"
+    windows = [tuple(map(float, line.split())) for line in slow_log.read_text().splitlines()]
+    assert len(windows) == 3
+    for started, ended in windows:
+        before = max((s for s in samples if s[0] <= started), default=samples[0])
+        after = min((s for s in samples if s[0] >= ended), default=samples[-1])
+        sent = after[1] - before[1]
+        assert sent >= 20, "the simulator kept sending (60 msg/s) while the disk was slow"
         # Frames the simulator sent during the slow write were journaled meanwhile.
-        assert journaled_after - journaled_before >= (sent_after - sent_before) - 10
+        assert after[2] - before[2] >= sent - 10
     assert read_journal(data).frames == [entry["frame"] for entry in sent_frames(sent_log)]
     assert_lake_is_journal(data)
 

@@ -1,0 +1,239 @@
+"""The recorder's lake side: each cycle's frames into deltas, sealed minutes into files.
+
+:class:`LakeWriter` owns everything the recorder writes to the lake: the seal, the
+quarantine, the deltas not yet folded and the fold marker. The receive process hands it
+one :class:`Work` per cycle (the frames that arrived, already durable in the journal) and
+gets a :class:`Report` back; ``recorder.lake_process`` runs it in a process of its own, so
+a burst's decoding never competes with the receive loop for the interpreter.
+
+A cycle, in order:
+1. at the first cycle (``start``), every journaled frame after the seal's ``applied_seq``
+   is replayed straight into the minute files, then a marker publishes that;
+2. after a backlog the receive process dropped (``catch_up_to``), the frames after the last
+   flushed one are read back from the journal and appended as deltas;
+3. the cycle's frames are appended as deltas, ``FLUSH_FRAMES`` at a time;
+4. when the seal is due, a fold writes each sealed (ticker, minute) file once from the
+   deltas, syncs them once, publishes the fold marker, then saves the seal.
+
+Invariants:
+- ``applied_seq`` in the seal: every journaled tick up to it is in the minute files;
+- ``flushed_seq``: every journaled tick up to it is in a delta or a file;
+- a halt (shutting down) stops the long steps between pieces with ``LakeStopped``; what
+  they did not reach stays in the journal for the next start; a final cycle flushes a
+  backlog of at most ``stop_flush_frames`` and never folds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from lake import failpoints
+from lake.compact import DEFAULT_GRACE_S
+from lake.datadir import JOURNAL_DIR
+from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
+from lake.errors import LakeStopped
+from lake.quarantine import Quarantine
+from lake.seal import load_seal, save_seal
+from recorder.ingest import Ingest, IngestStats, record_columns
+from recorder.journal import Journal
+
+__all__ = ["FLUSH_FRAMES", "LakeWriter", "Report", "Work"]
+
+log = logging.getLogger(__name__)
+FLUSH_FRAMES: Final = 100_000  # frames appended as one delta at most (a burst: several)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One cycle's input: the frames that arrived since the last one (durable in the
+    journal), and when the cycle runs."""
+
+    now_ms: int
+    seal_target_ms: int  # minutes before this may seal (now minus lateness, floored)
+    frames: list[str] = field(default_factory=list)
+    seqs: list[range] = field(default_factory=list)  # the frames' seqs, one range per batch
+    received_us: list[int] = field(default_factory=list)  # per range
+    catch_up_to: int = 0  # nonzero: read the journal back up to this seq first
+    final: bool = False  # stopping: flush a small backlog, nothing else
+
+
+@dataclass
+class Report:
+    """What a cycle did; ``failure`` is one line when it failed (the frames stay in the
+    journal), ``stopped`` when a halt cut it short."""
+
+    stats: IngestStats
+    watermark_ms: int
+    applied_seq: int
+    flushed_seq: int
+    failure: str = ""
+    stopped: bool = False
+    logs: list[tuple[str, int, str]] = field(default_factory=list)  # (logger, level, message)
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    data: Path
+    recompute_horizon_ms: int
+    stop_flush_frames: int
+
+
+class LakeWriter:
+    """The lake side of one recorder over ``config.data``; one :meth:`cycle` at a time."""
+
+    def __init__(self, config: WriterConfig) -> None:
+        self.config = config
+        data = config.data
+        self.seal = load_seal(data)
+        self.quarantine = Quarantine(data)
+        self.ingest = Ingest(data, self.seal, self.quarantine)
+        self.fold = latest_fold(data) or Fold(0, 0, 0, 0)
+        self.deltas: list[Delta] = []  # deltas of this writer not yet folded completely
+        self.flushed_seq = 0
+        self.started = False
+        self._late_pending = False  # a delta holds ticks of minutes already sealed
+
+    def cycle(self, work: Work) -> IngestStats:
+        stats = IngestStats()
+        if work.final:
+            if self.started:
+                stats.add(self._flush_at_stop(work))
+            return stats
+        if not self.started:
+            stats.add(self._start(work.catch_up_to, work.now_ms))
+        elif work.catch_up_to:
+            stats.add(self._reflush(work.catch_up_to))
+        stats.add(self._flush_work(work))
+        if work.seal_target_ms > self.fold.watermark_ms or self._late_pending:
+            stats.add(self._fold(work.seal_target_ms, work.now_ms))
+        self.quarantine.flush()
+        return stats
+
+    def close(self) -> None:
+        self.quarantine.close()
+
+    # -- the steps -----------------------------------------------------------------------------
+    def _start(self, until_seq: int, now_ms: int) -> IngestStats:
+        """Replay what the lake's files lack straight into them, then publish a marker that
+        says so (readers see the deltas from then on)."""
+        stats = IngestStats()
+        start = self.seal.applied_seq + 1
+        if start <= until_seq:
+            log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
+            with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
+                stats = self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms)
+            if stats.files_written:
+                failpoints.reach("replay_files_written")
+        self.flushed_seq = max(self.seal.applied_seq, until_seq)
+        base = self.flushed_seq
+        watermark = max(self.fold.watermark_ms, self.seal.watermark_ms)
+        self._publish(Fold(self.fold.generation + 1, base, base, watermark, now_ms))
+        self.seal.applied_seq = base
+        save_seal(self.config.data, self.seal)
+        self.started = True
+        return stats
+
+    def _reflush(self, until_seq: int, *, stoppable: bool = True) -> IngestStats:
+        """Read the frames after the last flushed one back from the journal, as deltas."""
+        stats = IngestStats()
+        if self.flushed_seq >= until_seq:
+            return stats
+        log.info("event=reflush from_seq=%d to_seq=%d", self.flushed_seq + 1, until_seq)
+        with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
+            for records in reader.iter_records(self.flushed_seq + 1, until_seq + 1):
+                if stoppable:
+                    self._check_halt()
+                stats.add(self._flush(*record_columns(records)))
+        return stats
+
+    def _flush_work(self, work: Work) -> IngestStats:
+        stats = IngestStats()
+        if not work.frames:
+            return stats
+        seqs = np.concatenate([np.arange(r.start, r.stop, dtype=np.int64) for r in work.seqs])
+        counts = [len(r) for r in work.seqs]
+        received = np.repeat(np.asarray(work.received_us, dtype=np.int64), counts)
+        keep = seqs > self.flushed_seq  # already flushed by a reflush in this cycle
+        frames: Sequence[str] = work.frames
+        if not keep.all():
+            frames = [f for f, k in zip(frames, keep, strict=True) if k]
+            seqs, received = seqs[keep], received[keep]
+        for i in range(0, len(seqs), FLUSH_FRAMES):
+            if i:
+                self._check_halt()
+            part = slice(i, i + FLUSH_FRAMES)
+            stats.add(self._flush(frames[part], seqs[part], received[part]))
+        return stats
+
+    def _flush(
+        self,
+        frames: Sequence[str | bytes],
+        seqs: npt.NDArray[np.int64],
+        received: npt.NDArray[np.int64],
+    ) -> IngestStats:
+        if not len(seqs):
+            return IngestStats()
+        delta, stats = self.ingest.flush(frames, seqs, received, self.deltas)
+        if delta is not None:
+            failpoints.reach("delta_written")
+            self.deltas.append(delta)
+            self._late_pending |= delta.min_time_ms < self.fold.watermark_ms
+        self.flushed_seq = max(self.flushed_seq, int(seqs[-1]))
+        return stats
+
+    def _fold(self, target_ms: int, now_ms: int) -> IngestStats:
+        """Seal the minutes before ``target_ms``: their files, one sync, the marker, the seal."""
+        old = self.fold
+        watermark = max(target_ms, old.watermark_ms)
+        wanted = Fold(old.generation + 1, old.base_seq, self.flushed_seq, watermark, now_ms)
+        result = self.ingest.fold(self.deltas, old, wanted, now_ms)
+        if result.stats.files_written:
+            failpoints.reach("fold_files_written")
+        self._publish(result.fold)
+        failpoints.reach("fold_published")
+        self.deltas, self._late_pending = result.remaining, False
+        self.ingest.forget(self.deltas)
+        moved = self.seal.advance(watermark)
+        self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
+        self.seal.trim(now_ms, self.config.recompute_horizon_ms)
+        save_seal(self.config.data, self.seal)
+        if moved:
+            log.info(
+                "event=seal watermark_ms=%d applied_seq=%d",
+                self.seal.watermark_ms,
+                self.seal.applied_seq,
+            )
+        prune(self.config.data, now_ms, DEFAULT_GRACE_S)
+        return result.stats
+
+    def _flush_at_stop(self, work: Work) -> IngestStats:
+        """Flush what is left as a delta if that is quick; otherwise leave it to the next
+        start, which replays it from the journal."""
+        left = work.catch_up_to - self.flushed_seq
+        if left <= 0:
+            return IngestStats()
+        if left > self.config.stop_flush_frames:
+            log.info("event=stop_left_backlog frames=%d", left)
+            return IngestStats()
+        if work.frames:
+            stats = self._flush_work(work)
+        else:  # a dropped backlog: the frames are in the journal only
+            stats = self._reflush(work.catch_up_to, stoppable=False)
+        self.quarantine.flush()
+        return stats
+
+    def _publish(self, fold: Fold) -> None:
+        ensure_deltas_dir(self.config.data)
+        publish_fold(self.config.data, fold)
+        self.fold = fold
+
+    def _check_halt(self) -> None:
+        if self.ingest.halt.is_set():
+            raise LakeStopped("shutting down")

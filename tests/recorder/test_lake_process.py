@@ -1,0 +1,135 @@
+"""The lake writer in its own process: lost and replaced, dying with its parent, backing
+off on lasting faults. Real recorder, real simulator, real child processes and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import lake.deltas
+from recorder.recorder import Recorder
+from tests.kit.recorder import (
+    CRYPTO,
+    assert_files_hold_applied,
+    assert_lake_is_journal,
+    read_journal,
+    record,
+    recorder_config,
+    sent_frames,
+)
+from ticklake.simulator import Simulator, SimulatorConfig
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_lake_writer_killed_while_recording_is_replaced_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
+    killed: list[int] = []
+
+    async def kill_the_writer(recorder_: Recorder, sim: Simulator) -> None:
+        await asyncio.sleep(0.8)
+        pid = recorder_.lake.pid
+        assert pid is not None and alive(pid)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    sim = SimulatorConfig(rate=30, seed=31, sent_log=sent_log, duplicate_rate=0.05)
+    run = record(recorder_config(data, CRYPTO), sim, 2.5, probe=kill_the_writer)
+
+    messages = [r.getMessage() for r in caplog.records]
+    lost = [m for m in messages if "event=cycle_failed" in m]
+    assert len(lost) == 1 and "lake writer process died (exit code -9)" in lost[0]
+    assert any("event=cycle_recovered failures=1" in m for m in messages)
+    assert not alive(killed[0]) and run.recorder.lake.pid is None, "closed at stop"
+    assert read_journal(data).frames == [e["frame"] for e in sent_frames(sent_log)]
+    assert_lake_is_journal(data)
+    assert assert_files_hold_applied(data) > 0
+
+
+@pytest.mark.slow
+def test_the_lake_writer_dies_with_a_killed_recorder_and_frees_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    data, log = tmp_path / "data", tmp_path / "log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKLAKE_")}
+    with Simulator.in_thread(SimulatorConfig(rate=20, seed=32)) as sim:
+        command = [sys.executable, "-m", "ticklake.cli", "record", "--data", str(data),
+                   "--url", sim.url, "--tickers", ",".join(CRYPTO), "--flush-interval", "0.2",
+                   "--analytics", "false"]  # fmt: skip
+        with log.open("ab") as out:
+            first = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        deadline = time.monotonic() + 20
+        while not children(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (writer,) = children(first.pid)
+        time.sleep(0.5)
+        first.kill()
+        first.wait()
+        deadline = time.monotonic() + 5
+        while alive(writer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not alive(writer), "the lake writer outlived its recorder"
+        with log.open("ab") as out:
+            second = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        time.sleep(1.5)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=10) == 0, log.read_text()[-3000:]
+    assert "open for writing" not in log.read_text(), "the data directory was still locked"
+    assert_lake_is_journal(data)
+
+
+def test_a_lasting_fault_backs_off_logs_once_and_recovers_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="recorder.recorder")  # the repeated failures
+    data = tmp_path / "data"
+    real_write = lake.deltas._write_parquet
+    full_until = time.monotonic() + 3.0
+
+    def write_parquet(table: pa.Table, path: Path) -> None:
+        if time.monotonic() < full_until:  # the disk is full for 3 s
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(table, path)
+
+    monkeypatch.setattr(lake.deltas, "_write_parquet", write_parquet)
+    sim = SimulatorConfig(rate=20, seed=33)
+    record(recorder_config(data, CRYPTO, flush_interval=0.1, lateness=0.0), sim, 5.0)
+
+    failed = [r for r in caplog.records if "event=cycle_failed" in r.getMessage()]
+    errors = [r for r in failed if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, "one error line per outage"
+    assert "No space left on device" in errors[0].getMessage()
+    # Back-off 0.2, 0.4, 0.8, 1.6 s...: a handful of attempts in 3 s, not one per 0.1 s.
+    assert 2 <= len(failed) <= 6, [r.getMessage() for r in failed]
+    recovered = [
+        r.getMessage() for r in caplog.records if "event=cycle_recovered" in r.getMessage()
+    ]
+    assert len(recovered) == 1 and f"failures={len(failed)}" in recovered[0]
+    assert_lake_is_journal(data)
