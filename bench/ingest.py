@@ -90,7 +90,7 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def _status_kb(pid: int, key: str) -> int:
+def status_kb(pid: int, key: str) -> int:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -104,7 +104,20 @@ def _status_kb(pid: int, key: str) -> int:
 def peak_rss_mb(pid: int) -> float:
     """Peak RSS (VmHWM) of ``pid`` and its descendants, summed: an upper bound of the peak
     of the whole (a forked child shares pages with its parent)."""
-    return sum(_status_kb(p, "VmHWM:") for p in tree(pid)) / 1024
+    return sum(status_kb(p, "VmHWM:") for p in tree(pid)) / 1024
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of ``pid`` and its descendants now: pages a forked child
+    shares with its parent counted once between them."""
+    total = 0
+    for p in tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next((int(x.split()[1]) for x in text.splitlines() if x.startswith("Pss:")), 0)
+    return total / 1024
 
 
 def _cpu(pid: int) -> float:

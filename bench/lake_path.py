@@ -4,7 +4,7 @@
                               [--many-seconds 120] [--burst-symbols 100] [--burst-seconds 5]
                               [--only paced|many|burst|sigterm]
 
-1. ``--symbols`` at Yahoo's rate (simulator ``--rate 1``), ``record --analytics false``: CPU
+1. ``--symbols`` at Yahoo's rate (simulator ``--rate 1``), ``record --no-analytics``: CPU
    of the recorder as a share of one core from second 20 to the end, beside a bare loop that
    receives the same feed and decodes it into columns every second (the seed's work,
    without storage), measured in the same run.
@@ -31,7 +31,18 @@ from typing import Any
 
 import duckdb
 
-from bench.ingest import CLI, Simulator, bare, cpu_seconds, peak_rss_mb, stop, symbols
+from bench.ingest import (
+    CLI,
+    Simulator,
+    bare,
+    cpu_seconds,
+    peak_rss_mb,
+    pss_mb,
+    status_kb,
+    stop,
+    symbols,
+    tree,
+)
 from lake.layout import duckdb_read_sql
 from recorder.journal import Journal
 
@@ -40,7 +51,7 @@ WARM_UP_S = 20.0
 
 def start_record(data: Path, url: str, names: list[str], log: Path) -> subprocess.Popen[Any]:
     command = [*CLI, "record", "--data", str(data), "--url", url, "--tickers", ",".join(names),
-               "--analytics", "false"]  # fmt: skip
+               "--no-analytics"]  # fmt: skip
     with log.open("w") as err:
         return subprocess.Popen(command, stderr=err)
 
@@ -123,17 +134,28 @@ def many(names: list[str], seconds: float) -> None:
         data = Path(tmp, "data")
         process = start_record(data, sim.url, names, Path(tmp, "log"))
         started, lags, rss = time.perf_counter(), [], 0.0
+        own: dict[int, float] = {}  # peak RSS of each process (the recorder, its writer)
+        pss = 0.0  # peak of their PSS sum, sampled each second
         while time.perf_counter() - started < seconds:
             time.sleep(1.0)
             rss = max(rss, peak_rss_mb(process.pid))
             if time.perf_counter() - started > WARM_UP_S and data.exists():
-                lags.append(time.time() - visible(data)[1])
+                asked = time.time()  # the query's own time is not the lake's lag
+                lags.append(asked - visible(data)[1])
+            for pid in tree(process.pid):
+                own[pid] = max(own.get(pid, 0.0), status_kb(pid, "VmHWM:") / 1024)
+            pss = max(pss, pss_mb(process.pid))
         stopped = stop(process, 30)
     lags.sort()
     print(f"  lag of the lake behind the feed: median {lags[len(lags) // 2]:.1f} s, "
           f"max {lags[-1]:.1f} s (target <= flush interval 5 s + 2 s); peak RSS "
           f"{max(rss, stopped.rss_mb):.0f} MB (target < 300 MB); SIGTERM to exit "
           f"{stopped.seconds:.1f} s")  # fmt: skip
+    print(
+        "  peak RSS by process: "
+        + ", ".join(f"{mb:.0f} MB" for mb in own.values())
+        + f"; peak PSS of both (sampled each second, shared pages once): {pss:.0f} MB"
+    )
 
 
 def _journal_started(data: Path) -> None:

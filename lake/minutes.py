@@ -66,6 +66,7 @@ from lake.layout import (
     minute_placeholder,
     parse_minute_dir,
 )
+from lake.logfmt import logfmt
 from lake.recent import RECENT, file_key, key_of
 from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
 from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
@@ -86,6 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPRESSION: Final = "zstd"
+BATCH_ROWS: Final = 8_192  # rows ``write_minutes`` sorts into place at once, per thread
 _LOCKS: Final = tuple(threading.Lock() for _ in range(64))
 _READY: set[str] = set()  # roots whose placeholders this process has made sure of
 
@@ -195,7 +197,7 @@ def _write_minute_file(
     log.debug(
         "event=lake_minute_written path=%s rows_before=%d rows_in=%d rows_after=%d "
         "duplicates=%d bytes=%d",
-        path,
+        logfmt(path),
         result.rows_before,
         result.rows_in,
         result.rows_after,
@@ -217,7 +219,7 @@ def _merge_into_day(
             raise LakeReadError(f"cannot read {path}: {exc}; move it aside to rewrite") from exc
     log.info(
         "event=lake_history_merged path=%s minutes=%d rows_in=%d added=%d",
-        path,
+        logfmt(path),
         len(minutes),
         rows.num_rows,
         sum(merge.added),
@@ -283,14 +285,15 @@ def write_minutes(
     ``stop`` is asked before each ticker: True raises LakeStopped (files written so far
     stay; rewriting them is harmless).
     """
-    table = conform(table)
-    usable = pc.and_(valid_symbol_mask(table["id"]), pc.is_valid(table["time"]))
-    rejected = table.filter(pc.invert(usable))
+    good = conform(table)
+    del table  # the rows are held once (a fold's minute is large): copies below replace it
+    usable = pc.and_(valid_symbol_mask(good["id"]), pc.is_valid(good["time"]))
+    rejected = good.filter(pc.invert(usable))
     if rejected.num_rows:
         log.warning(
             "event=lake_rows_rejected rows=%d reason=null_or_invalid_id_or_time", rejected.num_rows
         )
-    good = table.filter(usable)
+        good = good.filter(usable)
     if good.num_rows == 0:
         return MinutesWrite([], rejected)
     minute = np.floor_divide(good["time"].cast(pa.int64()).to_numpy(), MINUTE_MS)
@@ -299,26 +302,40 @@ def write_minutes(
     seqs = np.asarray(good["seq"].to_numpy(zero_copy_only=False), dtype=np.int64)
     order = np.lexsort((seqs, good["time"].cast(pa.int64()).to_numpy(), minute, codes))
     minute, codes = minute[order], codes[order]
-    good = good.take(pa.array(order))
     starts = np.flatnonzero(np.r_[True, (np.diff(codes) != 0) | (np.diff(minute) != 0)])
     ends = np.r_[starts[1:], len(order)]
     tickers = np.r_[True, np.diff(codes[starts]) != 0]  # first group of each ticker
     cuts = [*np.flatnonzero(tickers).tolist(), len(starts)]
+    # Sorted rows are taken a batch of tickers at a time, never all at once: a large write
+    # (a fold of 5,000 tickers' minute) holds its rows once, plus a batch per thread.
+    per_batch = min(BATCH_ROWS, -(-len(order) // max(1, threads)))
+    batches: list[list[tuple[int, int]]] = [[]]
+    batch_rows = 0
+    for lo, hi in pairwise(cuts):
+        if batch_rows >= per_batch:
+            batches.append([])
+            batch_rows = 0
+        batches[-1].append((lo, hi))
+        batch_rows += int(ends[hi - 1] - starts[lo])
 
-    def write_ticker(lo: int, hi: int) -> list[MinuteWrite]:
-        if stop is not None and stop():
-            raise LakeStopped("stopped before every minute file was written")
-        ticker = encoded.dictionary[int(codes[starts[lo]])].as_py()
-        minutes = [int(minute[s]) * MINUTE_MS for s in starts[lo:hi]]
-        parts = [
-            good.slice(int(s), int(e - s)) for s, e in zip(starts[lo:hi], ends[lo:hi], strict=True)
-        ]
-        return _write_rows(Path(root), ticker, minutes, parts, history_before, unique)
+    def write_batch(groups: list[tuple[int, int]]) -> list[MinuteWrite]:
+        first, last = int(starts[groups[0][0]]), int(ends[groups[-1][1] - 1])
+        rows = good.take(pa.array(order[first:last]))
+        out: list[MinuteWrite] = []
+        for lo, hi in groups:
+            if stop is not None and stop():
+                raise LakeStopped("stopped before every minute file was written")
+            ticker = encoded.dictionary[int(codes[starts[lo]])].as_py()
+            minutes = [int(minute[s]) * MINUTE_MS for s in starts[lo:hi]]
+            spans = zip(starts[lo:hi], ends[lo:hi], strict=True)
+            parts = [rows.slice(int(s) - first, int(e - s)) for s, e in spans]
+            out += _write_rows(Path(root), ticker, minutes, parts, history_before, unique)
+        return out
 
     context = contextvars.copy_context()  # deferred_sync reaches the pool's threads
     with _writing(Path(root)), ThreadPoolExecutor(max(1, threads)) as pool:
-        done = pool.map(lambda pair: context.copy().run(write_ticker, *pair), pairwise(cuts))
-        writes = [write for ticker_writes in done for write in ticker_writes]
+        done = pool.map(lambda groups: context.copy().run(write_batch, groups), batches)
+        writes = [write for batch_writes in done for write in batch_writes]
     return MinutesWrite(writes, rejected)
 
 
@@ -395,7 +412,9 @@ def list_tickers(root: Path) -> list[str]:
             try:
                 tickers.add(decode_ticker(name.removeprefix("ticker=")))
             except SymbolError as exc:
-                log.warning("event=lake_foreign_folder name=%r reason=%r", name, str(exc))
+                log.warning(
+                    "event=lake_foreign_folder name=%s reason=%s", logfmt(name), logfmt(exc)
+                )
     return sorted(tickers)
 
 
@@ -413,7 +432,7 @@ def list_minutes(root: Path, ticker: str, date: dt.date) -> list[int]:
             try:
                 starts.append(parse_minute_dir(folder / name)[1])
             except ValueError:
-                log.warning("event=lake_foreign_folder name=%r", str(folder / name))
+                log.warning("event=lake_foreign_folder name=%s", logfmt(folder / name))
     return sorted(starts)
 
 
@@ -434,7 +453,7 @@ def clean_temporaries(root: Path) -> int:
             except FileNotFoundError:
                 continue
             removed += 1
-            log.warning("event=lake_temporary_removed path=%s", os.path.join(folder, name))
+            log.warning("event=lake_temporary_removed path=%s", logfmt(os.path.join(folder, name)))
     return removed
 
 

@@ -62,6 +62,8 @@ class RecentFiles:
 
     def remember(self, path: Path | str, key: FileKey, table: pa.Table) -> None:
         """``table`` is the content of the file ``path`` written with identity ``key``."""
+        if not self.max_bytes:  # switched off (a process whose readers live elsewhere)
+            return
         name = os.fspath(path)
         batches = table.combine_chunks().to_batches()  # none when empty: not held
         data = batches[0].serialize() if len(batches) == 1 else None

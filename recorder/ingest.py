@@ -39,6 +39,7 @@ from lake.atomic import deferred_sync, sync_filesystem
 from lake.dedupe import content_keys, merge_ticks
 from lake.deltas import Delta, Fold, designated_to_files, read_delta, write_delta
 from lake.errors import LakeStopped
+from lake.logfmt import logfmt
 from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
@@ -63,6 +64,7 @@ Keys = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
 CHUNK_FRAMES: Final = 20_000  # frames decoded at once
 WRITE_THREADS: Final = 4  # minute files written at once (Parquet encoding releases the GIL)
 GROUP_ROWS: Final = 2_000_000  # rows ``apply_all`` gathers before it writes minute files
+_EMPTY: Final = LAKE_SCHEMA.empty_table()
 
 
 @dataclass
@@ -288,7 +290,10 @@ class Ingest:
     ) -> None:
         """Write decoded batches into their minute files, then quarantine what they refused
         (only once the writes succeeded) and note ``last_seq`` as applied."""
-        stats.add(self._write_files([d.rows for d in pending], now_ms))
+        rows = [d.rows for d in pending]
+        for decoded in pending:  # the rows live on in ``rows`` only, consumed by the write
+            decoded.rows = _EMPTY
+        stats.add(self._write_files(rows, now_ms))
         for decoded in pending:
             self._quarantine(decoded)
         self.seal.applied_seq = max(self.seal.applied_seq, last_seq)
@@ -297,15 +302,20 @@ class Ingest:
         self, parts: list[pa.Table], now_ms: int, *, unique: bool = False
     ) -> IngestStats:
         """Write rows into their minute files, each once, then make them all durable with one
-        filesystem sync; count what changed and mark the sealed windows that changed late."""
+        filesystem sync; count what changed and mark the sealed windows that changed late.
+        Consumes ``parts`` (emptied: ``write_minutes`` holds the only copy of the rows)."""
         stats = IngestStats()
-        parts = [p for p in parts if p.num_rows]
-        if not parts:
+        kept = [p for p in parts if p.num_rows]
+        parts.clear()
+        if not kept:
             return stats
         with deferred_sync():
-            table = pa.concat_tables(parts)
             written = write_minutes(
-                self.root, table, unique=unique, threads=WRITE_THREADS, stop=self.halt.is_set
+                self.root,
+                _concat_consumed(kept),
+                unique=unique,
+                threads=WRITE_THREADS,
+                stop=self.halt.is_set,
             )
         sync_filesystem(self.root)
         self._count(written, now_ms, stats)
@@ -322,7 +332,15 @@ class Ingest:
             ticker, minute_ms = write.ticker, write.minute_start_ms
             self.seal.mark_late(ticker, minute_ms, now_ms)
             stats.late_ticks += added
-            log.info("event=late_ticks ticker=%s window=%d ticks=%d", ticker, minute_ms, added)
+            log.info(
+                "event=late_ticks ticker=%s window=%d ticks=%d", logfmt(ticker), minute_ms, added
+            )
+
+
+def _concat_consumed(parts: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(parts)
+    parts.clear()
+    return table
 
 
 def _first_of_each(keys: Keys) -> npt.NDArray[np.bool_]:

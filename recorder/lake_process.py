@@ -37,6 +37,7 @@ from typing import Final
 
 from lake import failpoints
 from lake.errors import LakeError, LakeStopped
+from lake.recent import RECENT
 from recorder.ingest import IngestStats
 from recorder.journal import JournalError
 from recorder.lake_writer import LakeWriter, Report, Work, WriterConfig
@@ -170,6 +171,8 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
     captured = _Captured()
     logging.getLogger().handlers = [captured]
     failpoints.kill_also(parent_pid)
+    RECENT.clear()
+    RECENT.max_bytes = 0  # the files' readers (the per-minute job) live in the parent
     writer = LakeWriter(config)
     signal.signal(signal.SIGTERM, lambda *_: writer.ingest.halt.set())
     try:

@@ -12,8 +12,10 @@ A cycle, in order:
 2. after a backlog the receive process dropped (``catch_up_to``), the frames after the last
    flushed one are read back from the journal and appended as deltas;
 3. the cycle's frames are appended as deltas, ``FLUSH_FRAMES`` at a time;
-4. when the seal is due, a fold writes each sealed (ticker, minute) file once from the
-   deltas, syncs them once, publishes the fold marker, then saves the seal.
+4. when the seal is due, a fold starts in a thread of its own, beside the next cycles'
+   flushes: it writes each sealed (ticker, minute) file once from the deltas flushed when
+   it began, syncs them once, publishes the fold marker, then saves the seal. One fold runs
+   at a time; its failure is the next cycle's.
 
 Invariants:
 - ``applied_seq`` in the seal: every journaled tick up to it is in the minute files;
@@ -25,8 +27,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -38,7 +43,7 @@ from lake import failpoints
 from lake.compact import DEFAULT_GRACE_S
 from lake.datadir import JOURNAL_DIR
 from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
-from lake.errors import LakeStopped
+from lake.errors import LakeError, LakeStopped
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal
 from recorder.ingest import Ingest, IngestStats, record_columns
@@ -99,25 +104,43 @@ class LakeWriter:
         self.flushed_seq = 0
         self.started = False
         self._late_pending = False  # a delta holds ticks of minutes already sealed
+        self._state = threading.Lock()  # deltas, fold, seal: between flushes and a fold
+        self._folds = ThreadPoolExecutor(1, thread_name_prefix="fold")
+        self._folding: Future[IngestStats] | None = None  # the fold in progress
 
     def cycle(self, work: Work) -> IngestStats:
         stats = IngestStats()
         if work.final:
+            with contextlib.suppress(LakeStopped):  # halted: the next start redoes its part
+                stats.add(self._fold_done(wait=True))
             if self.started:
                 stats.add(self._flush_at_stop(work))
             return stats
+        stats.add(self._fold_done())
         if not self.started:
             stats.add(self._start(work.catch_up_to, work.now_ms))
         elif work.catch_up_to:
             stats.add(self._reflush(work.catch_up_to))
         stats.add(self._flush_work(work))
-        if work.seal_target_ms > self.fold.watermark_ms or self._late_pending:
-            stats.add(self._fold(work.seal_target_ms, work.now_ms))
+        due = work.seal_target_ms > self.fold.watermark_ms or self._late_pending
+        if due and self._folding is None:
+            self._folding = self._folds.submit(self._fold, work.seal_target_ms, work.now_ms)
         self.quarantine.flush()
         return stats
 
     def close(self) -> None:
+        with contextlib.suppress(LakeError, OSError):
+            self._fold_done(wait=True)
+        self._folds.shutdown()
         self.quarantine.close()
+
+    def _fold_done(self, *, wait: bool = False) -> IngestStats:
+        """The stats of the fold in progress once it is over (raising its failure)."""
+        folding = self._folding
+        if folding is None or not (wait or folding.done()):
+            return IngestStats()
+        self._folding = None
+        return folding.result()
 
     # -- the steps -----------------------------------------------------------------------------
     def _start(self, until_seq: int, now_ms: int) -> IngestStats:
@@ -180,30 +203,41 @@ class LakeWriter:
     ) -> IngestStats:
         if not len(seqs):
             return IngestStats()
-        delta, stats = self.ingest.flush(frames, seqs, received, self.deltas)
-        if delta is not None:
-            failpoints.reach("delta_written")
-            self.deltas.append(delta)
-            self._late_pending |= delta.min_time_ms < self.fold.watermark_ms
-        self.flushed_seq = max(self.flushed_seq, int(seqs[-1]))
+        with self._state:
+            delta, stats = self.ingest.flush(frames, seqs, received, self.deltas)
+            if delta is not None:
+                failpoints.reach("delta_written")
+                self.deltas.append(delta)
+                self._late_pending |= delta.min_time_ms < self.fold.watermark_ms
+            self.flushed_seq = max(self.flushed_seq, int(seqs[-1]))
         return stats
 
     def _fold(self, target_ms: int, now_ms: int) -> IngestStats:
-        """Seal the minutes before ``target_ms``: their files, one sync, the marker, the seal."""
-        old = self.fold
+        """Seal the minutes before ``target_ms``: their files, one sync, the marker, the seal.
+
+        Runs beside the cycles (flushes go on meanwhile): it folds the deltas flushed when
+        it began, and takes the lock only to begin and to publish."""
+        with self._state:
+            old, deltas, flushed = self.fold, list(self.deltas), self.flushed_seq
+            self._late_pending = False
         watermark = max(target_ms, old.watermark_ms)
-        wanted = Fold(old.generation + 1, old.base_seq, self.flushed_seq, watermark, now_ms)
-        result = self.ingest.fold(self.deltas, old, wanted, now_ms)
+        wanted = Fold(old.generation + 1, old.base_seq, flushed, watermark, now_ms)
+        result = self.ingest.fold(deltas, old, wanted, now_ms)
         if result.stats.files_written:
             failpoints.reach("fold_files_written")
-        self._publish(result.fold)
-        failpoints.reach("fold_published")
-        self.deltas, self._late_pending = result.remaining, False
-        self.ingest.forget(self.deltas)
-        moved = self.seal.advance(watermark)
-        self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
-        self.seal.trim(now_ms, self.config.recompute_horizon_ms)
-        save_seal(self.config.data, self.seal)
+        with self._state:
+            self._publish(result.fold)
+            failpoints.reach("fold_published")
+            folded = {d.path for d in deltas}
+            newer = [d for d in self.deltas if d.path not in folded]
+            self.deltas = result.remaining + newer
+            # Flushed meanwhile, ticks of the minutes just sealed wait for the next fold.
+            self._late_pending |= any(d.min_time_ms < watermark for d in newer)
+            self.ingest.forget(self.deltas)
+            moved = self.seal.advance(watermark)
+            self.seal.applied_seq = max(self.seal.applied_seq, result.fold.base_seq)
+            self.seal.trim(now_ms, self.config.recompute_horizon_ms)
+            save_seal(self.config.data, self.seal)
         if moved:
             log.info(
                 "event=seal watermark_ms=%d applied_seq=%d",

@@ -45,6 +45,7 @@ from typing import Final
 from lake.clock import Clock, SystemClock
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
 from lake.errors import LakeError, LakeStopped
+from lake.logfmt import logfmt
 from lake.minutes import clean_temporaries
 from lake.seal import load_seal, watermark_at
 from lake.sessions import SessionLog
@@ -103,7 +104,13 @@ class Recorder:
             min_next_seq=lake_seq_floor(data),  # no seq the lake has seen is given again
         )
         for repair in self.journal.repairs:
-            log.warning("event=journal_repaired %s", repair)
+            log.warning(
+                "event=journal_repaired segment=%s offset=%d bytes_cut=%d reason=%s",
+                logfmt(repair.segment),
+                repair.offset,
+                repair.bytes_cut,
+                logfmt(repair.reason),
+            )
         removed = clean_temporaries(data)
         if removed:
             log.info("event=temporaries_removed count=%d", removed)
@@ -121,6 +128,7 @@ class Recorder:
         self._in_flight = 0  # characters of frame text the cycle in flight holds
         self._catching_up = True  # start by replaying what the lake has not applied yet
         self._failures = 0  # cycles failed in a row
+        self._sealing_ms = 0  # the newest watermark a cycle asked the lake writer for
         self._outage_since = 0.0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -134,7 +142,7 @@ class Recorder:
             if not isinstance(exc.__cause__, OSError):
                 raise  # the journal stopped (a failed fsync): only a restart reopens it
             if not self.frames_dropped:
-                log.error("event=journal_write_failed action=drop_frames reason=%s", exc)
+                log.error("event=journal_write_failed action=drop_frames reason=%s", logfmt(exc))
             self.frames_dropped += len(texts)  # rejected by the journal: it resumes by itself
             return
         if self.frames_dropped and self.journal.written_seq >= seqs.start - 1:
@@ -165,7 +173,8 @@ class Recorder:
         if self._failures:  # a lasting fault: back off, flush interval doubling up to a minute
             wait = self.config.flush_interval * float(1 << min(self._failures, 16))
             return last_cycle + min(MAX_BACKOFF_S, wait)
-        seal_due = (self.seal.watermark_ms + MINUTE_MS) / 1000 + self.config.lateness
+        sealing = max(self.seal.watermark_ms, self._sealing_ms)  # a fold may be running
+        seal_due = (sealing + MINUTE_MS) / 1000 + self.config.lateness
         return min(last_cycle + self.config.flush_interval, max(seal_due, last_cycle))
 
     async def cycle(self) -> IngestStats:
@@ -191,7 +200,9 @@ class Recorder:
             report = await asyncio.to_thread(self.lake.submit, work)
         finally:
             self._in_flight = 0
-        return self._take(report)
+        stats = self._take(report)
+        self._sealing_ms = max(self._sealing_ms, work.seal_target_ms)
+        return stats
 
     def _take_backlog(self) -> _Backlog:
         """The backlog's first ``FLUSH_FRAMES`` frames or so (whole batches), for one cycle;
@@ -278,11 +289,11 @@ class Recorder:
             self._outage_since = self.clock.now()
             log.error(
                 "event=cycle_failed reason=%s action=retry_with_backoff max_wait_s=%g",
-                reason,
+                logfmt(reason),
                 MAX_BACKOFF_S,
             )
         else:
-            log.debug("event=cycle_failed failures=%d reason=%s", self._failures, reason)
+            log.debug("event=cycle_failed failures=%d reason=%s", self._failures, logfmt(reason))
 
     def _recovered(self) -> None:
         if self._failures:
@@ -304,7 +315,7 @@ class Recorder:
                 if self.config.compress_journal:
                     await asyncio.to_thread(self.journal.compress_closed)
             except (JournalError, OSError) as exc:
-                log.error("event=housekeeping_failed reason=%s", exc)
+                log.error("event=housekeeping_failed reason=%s", logfmt(exc))
             await self.clock.sleep(HOUR_MS / 1000)
 
     def stop(self) -> None:
@@ -317,9 +328,9 @@ class Recorder:
     async def run(self) -> None:
         log.info(
             "event=start data=%s tickers=%d url=%s next_seq=%d applied_seq=%d",
-            self.config.data,
+            logfmt(self.config.data),
             len(self.config.tickers),
-            self.config.feed.url,
+            logfmt(self.config.feed.url),
             self.journal.next_seq,
             self.seal.applied_seq,
         )

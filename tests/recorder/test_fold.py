@@ -77,7 +77,7 @@ def start(data: Path, url: str, log: Path, failpoint: str | None) -> subprocess.
     command = [
         sys.executable, "-m", "ticklake.cli", "record", "--data", str(data), "--url", url,
         "--tickers", ",".join(CRYPTO), "--flush-interval", "0.2", "--lateness", "1",
-        "--analytics", "false",
+        "--no-analytics",
     ]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=out, env=env)

@@ -81,7 +81,7 @@ def test_the_lake_writer_dies_with_a_killed_recorder_and_frees_the_data_director
     with Simulator.in_thread(SimulatorConfig(rate=20, seed=32)) as sim:
         command = [sys.executable, "-m", "ticklake.cli", "record", "--data", str(data),
                    "--url", sim.url, "--tickers", ",".join(CRYPTO), "--flush-interval", "0.2",
-                   "--analytics", "false"]  # fmt: skip
+                   "--no-analytics"]  # fmt: skip
         with log.open("ab") as out:
             first = subprocess.Popen(command, stdout=out, stderr=out, env=env)
         deadline = time.monotonic() + 20

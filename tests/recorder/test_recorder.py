@@ -214,21 +214,23 @@ def test_symbols_that_would_leave_the_lake_are_quarantined_and_create_nothing(
 
 def test_late_ticks_are_stored_and_mark_their_sealed_windows(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    watermarks: list[int] = []
+    mirrored: list[int] = []  # the recorder's view, from its lake writer's reports
+    saved: list[int] = []  # seal.json, which the lake writer saves
 
     async def watch(recorder: Recorder, sim: Simulator) -> None:
         while True:
             await asyncio.sleep(0.05)
-            watermarks.append(recorder.seal.watermark_ms)
+            mirrored.append(recorder.seal.watermark_ms)
             if (data / "state" / "seal.json").exists():
-                watermarks.append(read_seal(data)["watermark_ms"])
+                saved.append(read_seal(data)["watermark_ms"])
 
     sim = SimulatorConfig(rate=10, seed=9, late_rate=0.3)
     record(recorder_config(data, CRYPTO, lateness=0.0), sim, 2.5, probe=watch)
     stopped_at_ms = int(time.time() * 1000)
 
     seal = read_seal(data)
-    assert watermarks == sorted(watermarks) and watermarks[0] > 0, "the watermark only moves on"
+    assert saved == sorted(saved) and saved[0] > 0, "the watermark only moves on"
+    assert mirrored == sorted(mirrored) and mirrored[-1] == saved[-1]
     assert seal["watermark_ms"] == floor_minute_ms(stopped_at_ms) or (
         seal["watermark_ms"] == floor_minute_ms(stopped_at_ms) - MINUTE_MS
     )
