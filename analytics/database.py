@@ -40,7 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.features import FEATURE_SCHEMA
-from analytics.views import SQL_DIR, reader_ticks_view, signature, views_to_create
+from analytics.sql_files import sql_text
+from analytics.views import reader_ticks_view, signature, views_to_create
 from lake.backoff import Backoff
 from lake.clock import Clock, SystemClock
 from lake.datadir import database_file
@@ -51,7 +52,6 @@ __all__ = [
     "MIGRATIONS",
     "ROW_SCHEMA",
     "SCHEMA_VERSION",
-    "SQL_DIR",
     "DatabaseError",
     "DatabaseLockedError",
     "DatabaseMissingError",
@@ -101,7 +101,8 @@ class SchemaVersionError(DatabaseError):
 
 @dataclass(frozen=True)
 class Migration:
-    """Schema version ``version`` is reached by running ``sql_file`` (under ``SQL_DIR``)."""
+    """Schema version ``version`` is reached by running ``sql_file`` (a shipped SQL file:
+    :mod:`analytics.sql_files`)."""
 
     version: int
     name: str
@@ -267,7 +268,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             continue
         con.begin()
         try:
-            con.execute((SQL_DIR / migration.sql_file).read_text(encoding="utf-8"))
+            con.execute(sql_text(migration.sql_file))
             _set_meta(con, "schema_version", str(migration.version))
             con.commit()
         except BaseException:

@@ -22,13 +22,13 @@ from typing import Final
 
 import pyarrow as pa
 
+from analytics.sql_files import sql_text
 from lake.datadir import TICKS_DIR
 from lake.layout import PART_NAME, duckdb_read_sql, duckdb_ticker_sql, hidden_days_sql
 from lake.schema import LAKE_SCHEMA
 
 __all__ = [
     "LAKE_PLACEHOLDER",
-    "SQL_DIR",
     "TICKER_PLACEHOLDER",
     "lake_has_files",
     "reader_ticks_view",
@@ -37,7 +37,6 @@ __all__ = [
     "views_to_create",
 ]
 
-SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
 LAKE_PLACEHOLDER: Final = "{{lake}}"
 TICKER_PLACEHOLDER: Final = "{{ticker_lake}}"
 
@@ -46,7 +45,7 @@ def views_sql(lake: Path, *, empty: bool = False) -> str:
     """``sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``),
     and ``{{ticker_lake}}`` with one ticker's expression (``ticks`` filtered while the
     lake has no placeholders yet)."""
-    text = (SQL_DIR / "views.sql").read_text(encoding="utf-8")
+    text = sql_text("views.sql")
     root = Path(lake).resolve()
     hidden = [] if empty else hidden_days_sql(root)  # listed once for both
     source = _EMPTY_LAKE_SQL if empty else duckdb_read_sql(root, hidden)

@@ -29,6 +29,7 @@ from typing import Final
 __all__ = [
     "TMP_SUFFIX",
     "atomic_write_bytes",
+    "dead_temporaries",
     "deferred_sync",
     "file_size",
     "fsync_directory",
@@ -103,6 +104,17 @@ def pid_running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def dead_temporaries(root: Path) -> Iterator[Path]:
+    """Every temporary under ``root`` whose writer is no longer running. Never one of this
+    process (a thread of it may be about to rename it) nor of another live process: safe
+    beside running writers."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            pid = temporary_pid(name)
+            if pid is not None and pid != os.getpid() and not pid_running(pid):
+                yield Path(folder, name)
 
 
 def list_names(folder: Path) -> list[str]:

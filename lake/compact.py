@@ -65,6 +65,7 @@ from lake.layout import (
     lake_days,
     minute_placeholder,
 )
+from lake.logfmt import logfmt
 from lake.schema import upgrade
 from lake.seal import load_seal
 from lake.utc import DAY_MS, DAY_S, day_start_ms
@@ -74,8 +75,10 @@ __all__ = [
     "DEFAULT_HORIZON_S",
     "CompactionError",
     "CompactionPass",
+    "CompactionPlan",
     "compact_day",
     "compact_eligible",
+    "plan_compaction",
     "remove_tree",
     "retire_minute_folder",
 ]
@@ -150,7 +153,12 @@ def compact_eligible(
             _visit(rules, ticker, date, folder, result)
         except (OSError, pa.ArrowException, CompactionError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.error("event=compaction_failed ticker=%s date=%s reason=%s", ticker, date, reason)
+            log.error(
+                "event=compaction_failed ticker=%s date=%s reason=%s",
+                logfmt(ticker),
+                date,
+                logfmt(reason),
+            )
             result.failed.append(f"{ticker} {date}: {reason}")
     if result.days_compacted or result.days_finished or result.failed:
         log.info(
@@ -165,6 +173,40 @@ def compact_eligible(
             len(result.failed),
         )
     return result
+
+
+@dataclass(frozen=True)
+class CompactionPlan:
+    """What a pass would do now: compact ``days_due`` days, delete the minute files of
+    ``days_finishing`` hidden days; ``days_waiting`` hidden days are inside their grace."""
+
+    days_due: int = 0
+    days_finishing: int = 0
+    days_waiting: int = 0
+
+
+def plan_compaction(
+    data: Path, now: float, horizon: float = DEFAULT_HORIZON_S, *, grace: float = DEFAULT_GRACE_S
+) -> CompactionPlan:
+    """What :func:`compact_eligible` would do at ``now`` (by the same rules), read only
+    from the minute tier's listing, its markers and the seal; nothing is written."""
+    root = Path(data)
+    rules = _PassRules(
+        root, int(now * 1000), load_seal(root).watermark_ms, int(horizon * 1000), 0, None
+    )
+    due = finishing = waiting = 0
+    for _ticker, date, folder in lake_days(root, TICKS_DIR):
+        try:
+            marker = _read_marker(folder)
+        except CompactionError:
+            continue  # a damaged marker: the pass reports it
+        if marker is None:
+            due += rules.due(date)
+        elif rules.now_ms >= marker.hidden_at_ms + int(grace * 1000):
+            finishing += 1
+        else:
+            waiting += 1
+    return CompactionPlan(due, finishing, waiting)
 
 
 @dataclass(frozen=True)
@@ -270,7 +312,7 @@ def compact_day(root: Path, ticker: str, date: dt.date, now_ms: int) -> tuple[in
         _discard(tmp)
     log.info(
         "event=day_compacted ticker=%s date=%s files=%d rows=%d bytes=%d",
-        ticker,
+        logfmt(ticker),
         date,
         files,
         rows,
@@ -285,18 +327,20 @@ def _finish_day(root: Path, ticker: str, date: dt.date, marker: _Marker) -> int 
     folder = date_dir(root, ticker, date)
     with tier_lock(root, exclusive=True):
         if not history_file(root, ticker, date).is_file():  # deleted by hand: unhide
-            log.warning("event=day_file_missing ticker=%s date=%s action=unhide", ticker, date)
+            log.warning(
+                "event=day_file_missing ticker=%s date=%s action=unhide", logfmt(ticker), date
+            )
             (folder / HIDDEN_MARKER).unlink()
             return None
         files, _ = _snapshot(folder, None)
         if _digest(files) != marker.digest:
-            log.warning("event=minute_files_changed ticker=%s date=%s", ticker, date)
+            log.warning("event=minute_files_changed ticker=%s date=%s", logfmt(ticker), date)
             (folder / HIDDEN_MARKER).unlink()
             return None
         trash = retire_minute_folder(root, folder)
         _step("moved")
     deleted = remove_tree(trash)
-    log.info("event=day_finished ticker=%s date=%s files_deleted=%d", ticker, date, deleted)
+    log.info("event=day_finished ticker=%s date=%s files_deleted=%d", logfmt(ticker), date, deleted)
     return deleted
 
 

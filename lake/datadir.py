@@ -15,7 +15,11 @@
       state/imports.json       imports begun and finished (lake.importer)
       state/analytics.json     the features job's progress (analytics.plan)
       state/analytics.lock     the features job's lock (analytics.job)
+      state/maintenance.json   what the last maintenance run did (lake.maintenance)
+      state/maintenance.lock   held while a maintenance run works (lake.maintenance)
       quarantine.jsonl         bad frames and refused symbols (lake.quarantine)
+      quarantine/              damaged journal bytes (recorder.journal_recovery) and damaged
+                               lake files moved aside by ``verify --repair``
       ticklake.duckdb          the features database (analytics.database)
 
 Invariants:
@@ -46,6 +50,9 @@ SESSIONS_FILE: Final = Path(STATE_DIR, "sessions.jsonl")
 IMPORTS_FILE: Final = Path(STATE_DIR, "imports.json")
 ANALYTICS_STATE_FILE: Final = Path(STATE_DIR, "analytics.json")
 ANALYTICS_LOCK_FILE: Final = Path(STATE_DIR, "analytics.lock")
+MAINTENANCE_FILE: Final = Path(STATE_DIR, "maintenance.json")
+MAINTENANCE_LOCK: Final = Path(STATE_DIR, "maintenance.lock")
+QUARANTINE_DIR: Final = "quarantine"
 QUARANTINE_FILE: Final = "quarantine.jsonl"
 DATABASE_FILE: Final = "ticklake.duckdb"
 

@@ -69,6 +69,7 @@ import pyarrow.parquet as pq
 from lake.atomic import atomic_write_bytes
 from lake.datadir import IMPORTS_FILE, WriterLock, journal_dir
 from lake.errors import LakeError
+from lake.logfmt import logfmt
 from lake.minutes import MinutesWrite, write_minutes
 from lake.schema import FIELD_BY_NAME, LAKE_SCHEMA, RECEIVED_TYPE, TIME_TYPE
 from lake.symbols import valid_symbol_mask, validate_symbol
@@ -271,7 +272,8 @@ def _plan(path: Path, schema: pa.Schema, ignore_unknown: bool) -> tuple[dict[str
         shown = ", ".join(repr(n) for n in unknown)
         return {}, f"{path}: unknown column(s) {shown}; pass --ignore-unknown to skip them"
     if unknown:
-        log.warning("event=import_columns_ignored path=%s columns=%s", path, ",".join(unknown))
+        columns = logfmt(",".join(unknown))
+        log.warning("event=import_columns_ignored path=%s columns=%s", logfmt(path), columns)
     for name, target in plan.items():
         if not _accepts(_column_kind(target), schema.field(name).type):
             kind = _column_kind(target)

@@ -42,10 +42,9 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lake.atomic import list_names
@@ -54,6 +53,9 @@ from lake.deltas import DELTA_GLOB, FOLD_GLOB, PLACEHOLDER_NAME, latest_fold
 from lake.schema import LAKE_SCHEMA, LEGACY_COLUMNS, LEGACY_SOURCES, TICK_SCHEMA
 from lake.symbols import SymbolError, validate_symbol
 from lake.utc import MINUTE_MS
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 __all__ = [
     "HIDDEN_MARKER",
@@ -413,7 +415,11 @@ def _exactly_once_sql(
 
 
 def pyarrow_partitioning() -> ds.Partitioning:
-    """Hive partitioning for ``pyarrow.dataset`` that reads tickers back exactly."""
+    """Hive partitioning for ``pyarrow.dataset`` that reads tickers back exactly.
+    (``pyarrow.dataset`` is imported here, not with this module: importing it imports
+    pandas when installed, ~0.2 s that every command and ``ticklake.open`` would pay.)"""
+    import pyarrow.dataset as ds
+
     return ds.partitioning(PARTITION_SCHEMA, flavor="hive")
 
 

@@ -32,6 +32,7 @@ from lake.compact import remove_tree, retire_minute_folder
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.history import tier_lock
 from lake.layout import PART_NAME, lake_days
+from lake.logfmt import logfmt
 from lake.utc import DAY_S, utc_date
 
 __all__ = [
@@ -105,7 +106,7 @@ def apply_tick_retention(data: Path, now: float, config: RetentionConfig) -> Ret
         with tier_lock(root, exclusive=True):
             result.bytes += file_size(folder / PART_NAME)
             result.history_files += _delete_history_day(folder)
-        log.info("event=retention_removed tier=history ticker=%s date=%s", ticker, date)
+        log.info("event=retention_removed tier=history ticker=%s date=%s", logfmt(ticker), date)
     for ticker, date, folder in list(lake_days(root, TICKS_DIR)):
         if date >= keep_from:
             continue
@@ -114,7 +115,7 @@ def apply_tick_retention(data: Path, now: float, config: RetentionConfig) -> Ret
             trash = retire_minute_folder(root, folder)
         result.minute_files += remove_tree(trash)
         result.minute_days += 1
-        log.info("event=retention_removed tier=minute ticker=%s date=%s", ticker, date)
+        log.info("event=retention_removed tier=minute ticker=%s date=%s", logfmt(ticker), date)
     return result
 
 

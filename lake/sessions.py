@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lake.atomic import fsync_directory
+from lake.logfmt import logfmt
 
 __all__ = ["Session", "SessionLog", "SessionLogError", "gaps", "read_sessions"]
 
@@ -110,7 +111,7 @@ class SessionLog:
             os.fsync(self._file.fileno())
         except (OSError, ValueError) as exc:  # ValueError: the file was closed
             self.write_errors += 1
-            log.error("event=session_log_failed path=%s error=%r", self.path, str(exc))
+            log.error("event=session_log_failed path=%s error=%s", logfmt(self.path), logfmt(exc))
 
 
 def read_sessions(path: Path | str) -> list[Session]:
@@ -129,7 +130,7 @@ def read_sessions(path: Path | str) -> list[Session]:
                 continue
             session = _parse(line)
             if session is None:
-                log.warning("event=session_log_bad_line path=%s line=%d", path, number)
+                log.warning("event=session_log_bad_line path=%s line=%d", logfmt(path), number)
                 continue
             known = sessions.get(session.session)
             if known is None or session.end is not None:

@@ -48,6 +48,7 @@ from websockets.uri import parse_uri
 
 from lake.backoff import Backoff
 from lake.clock import Clock
+from lake.logfmt import logfmt
 from lake.sessions import SessionLog
 from recorder.wire.markets import AssetClass, asset_class, is_open
 
@@ -204,13 +205,14 @@ class Feed:
                 max_queue=MAX_QUEUE,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
-            log.warning("event=connect_failed conn=%d error=%r", status.id, str(exc) or repr(exc))
+            error = logfmt(str(exc) or repr(exc))
+            log.warning("event=connect_failed conn=%d error=%s", status.id, error)
             return False
         started = self.clock.now()
         received_before = status.frames_received
         session = self.sessions.start(status.id, self.config.url, status.symbols, started)
         status.state, status.session, status.last_frame_at = ConnectionState.OPEN, session, None
-        url, count = self.config.url, len(status.symbols)
+        url, count = logfmt(self.config.url), len(status.symbols)
         log.info(
             "event=connect conn=%d url=%s symbols=%d session=%s", status.id, url, count, session
         )
@@ -234,7 +236,10 @@ class Feed:
                 ended = self.clock.now()
                 self.sessions.end(session, ended, reason)
                 log.info(
-                    "event=disconnect conn=%d reason=%r session=%s", status.id, reason, session
+                    "event=disconnect conn=%d reason=%s session=%s",
+                    status.id,
+                    logfmt(reason),
+                    session,
                 )
         if failure is not None:
             raise failure

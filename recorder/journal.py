@@ -96,6 +96,7 @@ __all__ = [
     "JournalRecord",
     "JournalRepair",
     "JournalWriteError",
+    "prune_segments",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,27 @@ class SegmentFile(Protocol):
     def seek(self, offset: int, whence: int = 0, /) -> int: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
+
+
+def prune_segments(
+    directory: Path, older_than_us: int, keep_after_seq: int, open_first_seq: int | None = None
+) -> list[Path]:
+    """``Journal.prune`` for a caller holding the writer's lock without opening the journal
+    (``ticklake maintain``): the same rule, :func:`recorder.segment.prune_candidates`, with
+    ``open_first_seq`` the open segment's first seq (None: no writer has one open)."""
+    removed: list[Path] = []
+    for ref in prune_candidates(list_segments(directory), open_first_seq):
+        summary = read_summary(ref)
+        if summary is None or summary.max_received_us >= older_than_us:
+            break
+        if summary.last_seq > keep_after_seq:
+            break
+        ref.path.unlink()
+        removed.append(ref.path)
+        log.info("event=journal_segment_pruned segment=%s last_seq=%d", ref.path, summary.last_seq)
+    if removed:
+        fsync_directory(directory)
+    return removed
 
 
 def _create_file(path: Path) -> SegmentFile:
@@ -386,21 +408,7 @@ class Journal:
         """Delete the oldest closed segments whose records all precede ``older_than_us`` and
         whose seqs are all ``<= keep_after_seq``; stops at the first that does not qualify."""
         self._require_writable()
-        removed: list[Path] = []
-        for ref in prune_candidates(list_segments(self.directory), self._active_first):
-            summary = read_summary(ref)
-            if summary is None or summary.max_received_us >= older_than_us:
-                break
-            if summary.last_seq > keep_after_seq:
-                break
-            ref.path.unlink()
-            removed.append(ref.path)
-            log.info(
-                "event=journal_segment_pruned segment=%s last_seq=%d", ref.path, summary.last_seq
-            )
-        if removed:
-            fsync_directory(self.directory)
-        return removed
+        return prune_segments(self.directory, older_than_us, keep_after_seq, self._active_first)
 
     def compress_closed(self) -> list[Path]:
         """Compress every closed ``.seg`` to ``.seg.zst``; returns the new files. Thread-safe

@@ -9,7 +9,8 @@ recording takes, so it produces exactly what live recording produced:
   decoder fix, build it there, check it, and swap it in while the recorder is stopped.
 
 ``start_us``/``end_us`` select frames by receive time. The data directory's writer lock is
-taken, so replay refuses to run beside a recorder; the journal itself is opened read-only:
+taken (or held by the caller: ``verify --repair``), so replay refuses to run beside a
+recorder; the journal itself is opened read-only:
 not one of its bytes changes, whatever it holds (a torn tail is the recorder's to cut,
 damage the recorder's to move to quarantine). Damaged bytes are skipped, every valid record
 after them is still applied, and the skipped ranges are returned (``ReplayReport.damage``)
@@ -18,6 +19,7 @@ and logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +49,16 @@ def replay(
     start_us: int | None = None,
     end_us: int | None = None,
     into: Path | None = None,
+    *,
+    lock: WriterLock | None = None,
 ) -> ReplayReport:
     """Apply the journal of ``data`` (all of it, or the frames received in ``[start_us,
     end_us)``) to the lake of ``into`` (default: ``data``), each (ticker, minute) file
-    written about once (``Ingest.apply_all``). The source journal is only read."""
+    written about once (``Ingest.apply_all``). The source journal is only read. ``lock``:
+    the caller already holds ``data``'s writer lock."""
     target = into or data
-    with WriterLock.acquire(journal_dir(data)):  # no recorder beside us
+    held = contextlib.nullcontext(lock) if lock is not None and lock.held else None
+    with held or WriterLock.acquire(journal_dir(data)):  # no recorder beside us
         target.mkdir(parents=True, exist_ok=True)
         clean_temporaries(target)
         seal = load_seal(target)

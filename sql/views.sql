@@ -4,9 +4,9 @@
 -- changes. {{lake}} stands for the lake's read_parquet(...) expression over the data
 -- directory (lake.layout.duckdb_read_sql); while the lake holds no file yet it is an
 -- empty relation with the same columns, replaced once the first minute file exists.
--- To use this file by hand, replace {{lake}} with
---   read_parquet('<data>/ticks/*/*/*/*.parquet', hive_partitioning = true,
---                hive_types = {'ticker': VARCHAR, 'date': DATE, 'minute': VARCHAR})
+-- To use this file by hand, replace {{lake}} with what lake.layout.duckdb_read_sql(<data>)
+-- returns (both tiers and the open minutes, each tick once); a read_parquet glob over
+-- <data>/ticks/ alone would read only the minute tier.
 
 -- Every stored tick: the proto's fields, received_at, seq, and the partition columns
 -- ticker, date (UTC) and minute (HHMM, UTC). Filter on ticker and date to read few files.

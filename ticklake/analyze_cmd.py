@@ -1,7 +1,9 @@
 """``ticklake analyze``: the per-minute analytics job alone (for a recorder in another process).
 
-Until SIGINT/SIGTERM, or once with ``--once`` (for cron and tests; exit status 0 when
-everything sealed is materialized, 1 when work was left for the next run, 2 on an error).
+Until SIGINT/SIGTERM, with daily maintenance unless ``maintain = false`` (the journal is
+left to the recorder while one holds it); or once with ``--once`` (for cron and tests; no
+maintenance; exit status 0 when everything sealed is materialized, 1 when work was left for
+the next run, 2 on an error).
 """
 
 from __future__ import annotations
@@ -17,16 +19,34 @@ from analytics.job import AnalyticsJob, JobConfig
 from analytics.scheduler import start_scheduler
 from lake.clock import Clock, SystemClock
 from lake.errors import LakeError
+from lake.retention import RetentionError
 from lake.utc import iso_utc
+from recorder.maintenance_schedule import start_maintenance
 from ticklake.commands import Command, usage_error
 from ticklake.config import add_options
-from ticklake.options import ANALYTICS_OPTIONS, DATA, LATENESS, RECOMPUTE_HORIZON, job_config
+from ticklake.options import (
+    ANALYTICS_OPTIONS,
+    DAILY_MAINTENANCE_OPTIONS,
+    DATA,
+    JOURNAL_RETENTION_DAYS,
+    LATENESS,
+    RECOMPUTE_HORIZON,
+    job_config,
+    maintenance_config,
+)
 from ticklake.signals import run_until_signal
 
 __all__ = ["ANALYZE_OPTIONS", "COMMAND", "add_arguments", "run"]
 
 NAME: Final = "analyze"
-ANALYZE_OPTIONS: Final = (DATA, LATENESS, RECOMPUTE_HORIZON, *ANALYTICS_OPTIONS)
+ANALYZE_OPTIONS: Final = (
+    DATA,
+    LATENESS,
+    RECOMPUTE_HORIZON,
+    *ANALYTICS_OPTIONS,
+    *DAILY_MAINTENANCE_OPTIONS,
+    JOURNAL_RETENTION_DAYS,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
@@ -47,14 +67,24 @@ def run(ns: argparse.Namespace) -> int:
     clock = SystemClock()
     if ns.once:
         return _run_once(data, config, clock)
+    maintenance_settings = maintenance_config(ns)
+    try:
+        maintenance_settings.check()
+    except RetentionError as exc:
+        return usage_error(NAME, exc)
     stopped: list[asyncio.Event] = []
 
     async def main() -> None:
         stopped.append(asyncio.Event())
         scheduler = start_scheduler(data, config, clock)
+        maintenance = None
+        if ns.maintain:
+            maintenance = start_maintenance(data, maintenance_settings, clock, ns.maintain_at)
         try:
             await stopped[0].wait()
         finally:
+            if maintenance is not None:
+                await maintenance.stop()
             await scheduler.stop()
 
     run_until_signal(main, lambda: stopped[0].set() if stopped else None)

@@ -2,14 +2,19 @@
 
 Settings come from ``ticklake.toml``, ``TICKLAKE_*`` variables and flags (see
 :mod:`ticklake.config`); ``ticklake COMMAND --help`` lists each with its variable. This
-module owns the top-level flags (``--config``, ``--log-level``, ``--version``), the order
-of the commands in ``--help``, logging and the exit status of an interrupted command.
+module owns the flags every command has (``--config``, ``--log-level``, accepted before the
+command and after it; ``--version``), the order of the commands in ``--help``, logging
+(:mod:`ticklake.logs`) and the exit status of a command that is interrupted (130) or stops
+with a message (a usage error, 2).
+
+The settings of every command are checked for unknown names before parsing; their values
+only once the command is known, so a bad ``TICKLAKE_*`` value breaks only the commands that
+take that option.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,20 +30,21 @@ from ticklake import (
     decode_cmd,
     demo_cmd,
     import_cmd,
+    maintain_cmd,
     record_cmd,
     replay_cmd,
     simulate_cmd,
     sql_cmd,
     status_cmd,
+    tail_cmd,
+    verify_cmd,
 )
-from ticklake.commands import Command, usage_error
-from ticklake.config import ConfigError, Option, add_options, check_known, load_file
+from ticklake.commands import USAGE_ERROR, Command, usage_error
+from ticklake.config import ConfigError, add_options, bad_setting, check_known, load_file
+from ticklake.logs import LOG_LEVEL, configure
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-LOG_LEVEL: Final = Option(
-    "log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
-)
 COMMANDS: Final[tuple[Command, ...]] = tuple(
     module.COMMAND
     for module in (
@@ -46,9 +52,12 @@ COMMANDS: Final[tuple[Command, ...]] = tuple(
         record_cmd,
         analyze_cmd,
         sql_cmd,
+        tail_cmd,
         backfill_cmd,
         compact_cmd,
+        maintain_cmd,
         status_cmd,
+        verify_cmd,
         import_cmd,
         replay_cmd,
         simulate_cmd,
@@ -65,9 +74,23 @@ def _config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_level_flag(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` after the command: set only when given, else the top-level value."""
+    parser.add_argument(
+        LOG_LEVEL.flag,
+        dest=LOG_LEVEL.name,
+        type=LOG_LEVEL.parse,
+        choices=LOG_LEVEL.choices,
+        metavar=LOG_LEVEL.metavar,
+        default=argparse.SUPPRESS,
+        help=f"{LOG_LEVEL.help} (default: {LOG_LEVEL.default}); env {LOG_LEVEL.env}",
+    )
+
+
 def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
     """The parser of every command, defaults folding in ``file_values`` and the environment;
-    raises ConfigError for a setting no command knows or a value that does not parse."""
+    raises ConfigError for a setting no command knows (a value that does not parse is left
+    for :func:`ticklake.config.bad_setting`)."""
     check_known(
         [LOG_LEVEL, *(option for command in COMMANDS for option in command.settings)],
         file_values,
@@ -83,13 +106,15 @@ def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
     _config_flag(parser)
     add_options(parser, [LOG_LEVEL], file_values)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # --config is read before parsing (it decides the defaults); each command accepts it too.
-    config_flag = argparse.ArgumentParser(add_help=False)
-    _config_flag(config_flag)
+    # --config is read before parsing (it decides the defaults); each command accepts it too,
+    # and --log-level.
+    common = argparse.ArgumentParser(add_help=False)
+    _config_flag(common)
+    _log_level_flag(common)
     for command in COMMANDS:
         command_parser = sub.add_parser(
             command.name,
-            parents=[config_flag],
+            parents=[common],
             help=command.help,
             description=command.description,
         )
@@ -115,15 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return usage_error(None, exc)
     ns = parser.parse_args(args)
-    logging.basicConfig(
-        level=ns.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    error = bad_setting(ns)
+    if error is not None:
+        return usage_error(ns.command, error)
+    configure(ns.log_level)
     try:
         code: int = ns.handler(ns)
     except KeyboardInterrupt:
         return INTERRUPTED
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code, file=sys.stderr, flush=True)  # stopped with a message: a usage error
+        return USAGE_ERROR
     return code
 
 

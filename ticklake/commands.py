@@ -4,8 +4,9 @@ Each command module (``ticklake/<name>_cmd.py``) exposes one :class:`Command`: i
 help, the settings it reads from ``ticklake.toml`` / ``TICKLAKE_*``, how it adds its
 arguments and how it runs. :mod:`ticklake.cli` builds the parser from the list of them.
 
-Errors go to stderr as one line, ``ticklake <command>: <message>``; a usage error (the
-request cannot be served as given) exits with :data:`USAGE_ERROR`.
+Errors go to stderr as one line, ``ticklake <command>: <message>`` (a message whose lines
+all matter, like DuckDB's with its hint and caret, whole); a usage error (the request cannot
+be served as given: a bad flag, a missing data directory) exits with :data:`USAGE_ERROR`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from ticklake.config import Option
@@ -23,6 +25,7 @@ __all__ = [
     "AddArguments",
     "Command",
     "Handler",
+    "data_problem",
     "error_text",
     "first_line",
     "report_error",
@@ -64,18 +67,30 @@ def first_line(message: object) -> str:
     return type(message).__name__ if isinstance(message, BaseException) else ""
 
 
-def error_text(command: str | None, message: object) -> str:
-    """``ticklake <command>: <first line of message>`` (``ticklake: ...`` without one)."""
+def error_text(command: str | None, message: object, *, whole: bool = False) -> str:
+    """``ticklake <command>: <first line of message>`` (``ticklake: ...`` without one); with
+    ``whole``, every line of the message."""
     prefix = "ticklake" if command is None else f"ticklake {command}"
-    return f"{prefix}: {first_line(message)}"
+    text = str(message).rstrip() if whole else ""
+    return f"{prefix}: {text or first_line(message)}"
 
 
-def report_error(command: str | None, message: object, err: TextIO | None = None) -> None:
-    """Print :func:`error_text` on one line to ``err`` (stderr by default)."""
-    print(error_text(command, message), file=err or sys.stderr, flush=True)
+def report_error(
+    command: str | None, message: object, err: TextIO | None = None, *, whole: bool = False
+) -> None:
+    """Print :func:`error_text` to ``err`` (stderr by default): one line unless ``whole``."""
+    print(error_text(command, message, whole=whole), file=err or sys.stderr, flush=True)
 
 
 def usage_error(command: str | None, message: object, err: TextIO | None = None) -> int:
     """Report ``message`` like :func:`report_error`; returns :data:`USAGE_ERROR` to exit with."""
     report_error(command, message, err)
     return USAGE_ERROR
+
+
+def data_problem(data: Path) -> str | None:
+    """Why a command cannot read the data directory ``data`` (it is missing, or not a
+    directory); None when it can. Commands that only read one never create it."""
+    if data.is_dir():
+        return None
+    return f"{data} is not a directory" if data.exists() else f"no data directory {data}"

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from lake.clock import SystemClock
-from lake.compact import DEFAULT_GRACE_S, compact_eligible
+from lake.compact import compact_eligible
 from lake.seal import SealError
-from ticklake.commands import Command, report_error, usage_error
-from ticklake.config import Option, add_options, non_negative_float
-from ticklake.options import DATA, RECOMPUTE_HORIZON
+from ticklake.commands import Command, data_problem, report_error, usage_error
+from ticklake.config import add_options
+from ticklake.options import COMPACTION_GRACE, DATA, RECOMPUTE_HORIZON
 
 __all__ = ["COMMAND", "COMPACT_OPTIONS", "GRACE", "add_arguments", "iso_date", "run"]
 
@@ -34,12 +34,7 @@ def iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-GRACE: Final = Option(
-    "compaction_grace",
-    non_negative_float,
-    DEFAULT_GRACE_S,
-    "seconds compacted minute files stay readable (for queries already running) before deletion",
-)
+GRACE: Final = COMPACTION_GRACE
 COMPACT_OPTIONS: Final = (DATA, RECOMPUTE_HORIZON, GRACE)
 
 
@@ -56,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
 def run(ns: argparse.Namespace) -> int:
     """Compact, print what was done; see the module docstring for the exit status."""
     data: Path = ns.data
-    if not data.is_dir():
-        return usage_error(NAME, f"no data directory {data}")
+    problem = data_problem(data)
+    if problem is not None:
+        return usage_error(NAME, problem)
     now = SystemClock().now()
     try:
         result = compact_eligible(

@@ -5,10 +5,15 @@ Precedence, lowest to highest: the built-in default, the TOML file (``--config F
 command-line flag (``--flush-interval 2``). Every ``--help`` line names its variable.
 
 Invariants: an unknown key in the TOML file or a ``TICKLAKE_`` variable that names no option
-is an error, never silently ignored (a typo must not read as "unset"); so is a file with
-settings both in a ``[ticklake]`` table and at the top level (one of the two would be
-ignored); a value that does not parse, or a number that is not finite (``inf``, ``nan``),
-is a one-line error naming where it came from.
+of any command is an error, never silently ignored (a typo must not read as "unset"); so is
+a file with settings both in a ``[ticklake]`` table and at the top level (one of the two
+would be ignored). A value that does not parse, or a number that is not finite (``inf``,
+``nan``), is a one-line error naming where it came from, raised only for a command that
+takes that option (:class:`BadSetting`), so one bad variable never breaks other commands.
+Every converter raises ``argparse.ArgumentTypeError`` with its own message, which argparse
+prints as is (it would replace a ``ValueError``'s by ``invalid <function> value``). An
+on/off option is a ``--x/--no-x`` switch; its file and environment values are true/false
+(also 1/0, yes/no, on/off).
 """
 
 from __future__ import annotations
@@ -41,10 +46,17 @@ class Option:
     help: str
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+    flag_name: str | None = None
+    """The flag's name when it is not ``name`` (the simulator's ``--rate`` sets ``sim_rate``)."""
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.flag_name or self.name).replace("_", "-")
+
+    @property
+    def switch(self) -> bool:
+        """An on/off option: the flags ``--x`` and ``--no-x``, no value."""
+        return self.parse is boolean
 
     @property
     def env(self) -> str:
@@ -76,20 +88,35 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = integer(text)
     if value <= 0:
-        raise ValueError(f"{text!r} is not a positive integer")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
     return value
 
 
 def boolean(text: str) -> bool:
+    """true/false, 1/0, yes/no or on/off, in any case."""
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{text!r} is not true or false")
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _parsed(option: Option, raw: Any, where: str) -> Any:
@@ -137,9 +164,10 @@ def check_known(
     env: Mapping[str, str],
     other_env: Iterable[str] = (),
 ) -> None:
-    """Reject TOML keys and TICKLAKE_ variables that name no option of any command.
+    """Reject TOML keys and TICKLAKE_ variables that name no option of any command (their
+    values are checked later, by the commands that take them: :class:`BadSetting`).
 
-    ``other_env`` lists variables read elsewhere (the simulator's ``TICKLAKE_SIM_*``).
+    ``other_env`` lists variables read elsewhere (the failpoints' ``TICKLAKE_FAILPOINT``).
     """
     names = {option.name for option in options}
     known_env = {ENV_PREFIX + name.upper() for name in names} | set(other_env)
@@ -151,21 +179,49 @@ def check_known(
             raise ConfigError(f"environment: unknown variable {key}")
 
 
+@dataclass(frozen=True)
+class BadSetting:
+    """The default of a flag whose file or environment value does not parse.
+
+    A flag given on the command line replaces it; otherwise :func:`bad_setting` finds it once
+    the command is known, so only the commands that take the option fail."""
+
+    error: ConfigError
+
+
+def bad_setting(ns: argparse.Namespace) -> ConfigError | None:
+    """The error of the first setting of ``ns`` still holding a :class:`BadSetting`."""
+    for value in vars(ns).values():
+        if isinstance(value, BadSetting):
+            return value.error
+    return None
+
+
 def add_options(
     parser: argparse.ArgumentParser,
     options: Iterable[Option],
     file_values: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
 ) -> None:
-    """Add each option as a flag whose default already folds in the file and environment."""
+    """Add each option as a flag whose default already folds in the file and environment
+    (a :class:`BadSetting` when that value does not parse)."""
     env = os.environ if env is None else env
     for option in options:
-        default = option.default
-        if option.name in file_values:
-            default = _parsed(option, file_values[option.name], "config file")
-        if option.env in env:
-            default = _parsed(option, env[option.env], f"environment {option.env}")
+        try:
+            default = setting_default(option, file_values, env)
+        except ConfigError as exc:
+            default = BadSetting(exc)
         shown = "" if option.default is None else f" (default: {_shown(option.default)})"
+        help_text = f"{option.help}{shown}; env {option.env}"
+        if option.switch:
+            action = parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+            )
+            action.help = help_text  # set after: argparse would append its own default
+            continue
         parser.add_argument(
             option.flag,
             dest=option.name,
@@ -173,11 +229,23 @@ def add_options(
             default=default,
             metavar=option.metavar,
             choices=option.choices,
-            help=f"{option.help}{shown}; env {option.env}",
+            help=help_text,
         )
 
 
+def setting_default(option: Option, file_values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """The option's value before flags: the environment's, else the file's, else its default;
+    ConfigError when that value does not parse."""
+    if option.env in env:
+        return _parsed(option, env[option.env], f"environment {option.env}")
+    if option.name in file_values:
+        return _parsed(option, file_values[option.name], "config file")
+    return option.default
+
+
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "none"
     return str(value)
@@ -188,7 +256,7 @@ def utc_time(text: str) -> float:
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO-8601 date or time") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date or time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()

@@ -4,7 +4,8 @@ The built-in simulator stands in for Yahoo; the recorder journals its frames int
 data directory and keeps the lake; each time the seal watermark passes a minute, the
 analytics job (the one ``ticklake record`` schedules every minute) materializes that
 minute's features into DuckDB, and the new rows are read back from the database and printed,
-like the seed article's console output.
+like the seed article's console output. The log goes to ``demo.log`` in the data directory
+(errors still reach the console), so the windows are all the console shows.
 """
 
 from __future__ import annotations
@@ -26,18 +27,25 @@ from recorder.feed import FeedConfig
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.render import shortest_float32
 from ticklake.commands import Command, usage_error
+from ticklake.config import positive_float, positive_int
+from ticklake.logs import logging_to_file
 from ticklake.simulator import Simulator, SimulatorConfig
 
 __all__ = ["COMMAND", "run", "run_demo", "window_lines"]
 
 NAME: Final = "demo"
+LOG_FILE: Final = "demo.log"
 DEMO_TICKERS = ("AMZN", "MSFT", "^GSPC", "EURUSD=X", "BTC-USD", "ETH-USD")
 PRICES = ("open", "high", "low", "close")
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
-    parser.add_argument("--minutes", type=int, default=2, help="sealed minutes to wait for")
-    parser.add_argument("--rate", type=float, default=2.0, help="simulated msg/s per symbol")
+    parser.add_argument(
+        "--minutes", type=positive_int, default=2, help="sealed minutes to wait for (default: 2)"
+    )
+    parser.add_argument(
+        "--rate", type=positive_float, default=2.0, help="simulated msg/s per symbol (default: 2)"
+    )
     parser.add_argument("--data", type=Path, help="fresh data directory (default: a temporary one)")
 
 
@@ -118,10 +126,13 @@ def run(ns: argparse.Namespace) -> int:
     data: Path = ns.data or Path(tempfile.mkdtemp(prefix="ticklake-demo-")) / "data"
     if data.exists() and any(data.iterdir()):
         return usage_error(NAME, f"{data} is not empty; the demo wants a fresh directory")
-    printed = asyncio.run(run_demo(data, ns.minutes, ns.rate))
-    print(f"\n{printed} windows printed. The data is in {data}. Try:")
+    data.mkdir(parents=True, exist_ok=True)
+    with logging_to_file(data / LOG_FILE) as log_file:
+        printed = asyncio.run(run_demo(data, ns.minutes, ns.rate))
+    print(f"\n{printed} windows printed. The data is in {data}, the log in {log_file}. Try:")
     print(f'  .venv/bin/ticklake sql --data {data} "FROM seed_features ORDER BY open_time"')
     print(f'  .venv/bin/ticklake sql --data {data} "FROM bars_5m"')
+    print(f"  .venv/bin/ticklake status --data {data}")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,8 @@ from lake.importer import (
 )
 from lake.utc import MINUTE_MS, iso_utc
 from ticklake.commands import Command, report_error, usage_error
-from ticklake.config import Option, add_options, positive_int
+from ticklake.config import Option, add_options, bad_setting, positive_int
+from ticklake.logs import configure
 from ticklake.options import DATA
 
 __all__ = [
@@ -72,7 +72,8 @@ def add_arguments(
     )
     parser.add_argument(
         "--ignore-unknown",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="skip columns that are not tick fields (default: refuse the file)",
     )
     add_options(parser, IMPORT_OPTIONS, file_values, env)
@@ -171,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklake import", description=DESCRIPTION)
     add_arguments(parser, {})
     ns = parser.parse_args(argv)
-    logging.basicConfig(
-        level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    error = bad_setting(ns)
+    if error is not None:
+        return usage_error(NAME, error)
+    configure("INFO")
     return run(ns)
 
 

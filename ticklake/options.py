@@ -2,32 +2,51 @@
 
 ``record`` runs the recorder and the per-minute job; ``analyze`` runs the job alone;
 ``backfill``, ``compact``, ``status``, ``sql``, ``import`` and ``replay`` read the same data
-directory, seal lateness, recompute horizon or database. Options only one command reads
-live in that command's module.
+directory, seal lateness, recompute horizon or database; ``maintain`` runs maintenance, which
+``record`` and ``analyze`` also run daily, and ``status`` shows. Options only one command
+reads live in that command's module.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
 from typing import Final
 
 from analytics.database import WRITER_TIMEOUT
 from analytics.job import JobConfig
+from lake.compact import DEFAULT_GRACE_S
 from lake.symbols import SymbolError, parse_symbols
-from ticklake.config import Option, non_negative_float, positive_float, positive_int
+from recorder.maintenance_job import MaintenanceConfig
+from ticklake.config import (
+    Option,
+    boolean,
+    finite_float,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 __all__ = [
     "ANALYTICS_OPTIONS",
     "CHUNK_MINUTES",
+    "COMPACTION_GRACE",
+    "DAILY_MAINTENANCE_OPTIONS",
     "DATA",
     "DATABASE",
     "JOURNAL_RETENTION_DAYS",
     "LATENESS",
     "LOCK_TIMEOUT",
+    "MAINTAIN",
+    "MAINTAIN_AT",
     "RECOMPUTE_HORIZON",
+    "TICK_RETENTION_DAYS",
     "job_config",
+    "maintenance_config",
+    "retention_days",
     "tickers",
+    "time_of_day",
 ]
 
 
@@ -51,6 +70,56 @@ RECOMPUTE_HORIZON: Final = Option(
 JOURNAL_RETENTION_DAYS: Final = Option(
     "journal_retention_days", positive_float, 30.0, "days of journal segments to keep"
 )
+
+
+def retention_days(text: str) -> float | None:
+    """A positive, finite number of days, or ``forever`` (also ``none``, empty) for None."""
+    if text.strip().lower() in ("", "forever", "none"):
+        return None
+    if text.strip().lower() in ("inf", "+inf", "infinity", "+infinity"):
+        raise argparse.ArgumentTypeError(f"{text!r}: to keep ticks forever, say 'forever'")
+    value = finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of days")
+    return value
+
+
+def time_of_day(text: str) -> dt.time:
+    """``HH:MM``, a UTC time of day (24-hour clock)."""
+    try:
+        moment = dt.time.fromisoformat(text.strip())
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is not None or moment.second or moment.microsecond:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time of day (HH:MM, UTC)")
+    return moment
+
+
+TICK_RETENTION_DAYS: Final = Option(
+    "tick_retention_days",
+    retention_days,
+    None,
+    "days of ticks to keep (default: forever); whole UTC days, never features",
+    "DAYS",
+)
+COMPACTION_GRACE: Final = Option(
+    "compaction_grace",
+    non_negative_float,
+    DEFAULT_GRACE_S,
+    "seconds compacted minute files stay readable (for queries already running) before deletion",
+)
+MAINTAIN: Final = Option(
+    "maintain",
+    boolean,
+    True,
+    "run maintenance once a day (compaction, tick retention, journal pruning, temporaries)",
+)
+MAINTAIN_AT: Final = Option(
+    "maintain_at", time_of_day, "03:30", "UTC time of day of the daily maintenance", "HH:MM"
+)
+DAILY_MAINTENANCE_OPTIONS: Final = (MAINTAIN, MAINTAIN_AT, TICK_RETENTION_DAYS, COMPACTION_GRACE)
+"""The daily maintenance's own settings: for ``record`` and ``analyze``, which run it (with
+``recompute_horizon`` and ``journal_retention_days``, which they take anyway)."""
 
 DATABASE: Final = Option(
     "database", Path, None, "DuckDB file (default: DATA/ticklake.duckdb)", "FILE"
@@ -77,4 +146,16 @@ def job_config(ns: argparse.Namespace) -> JobConfig:
         chunk_minutes=getattr(ns, "chunk_minutes", CHUNK_MINUTES.default),
         lock_timeout=getattr(ns, "lock_timeout", LOCK_TIMEOUT.default),
         database=getattr(ns, "database", None),
+    )
+
+
+def maintenance_config(ns: argparse.Namespace, *, in_recorder: bool = False) -> MaintenanceConfig:
+    """Maintenance's settings from ``maintain``'s (or ``record``'s, ``analyze``'s) parsed
+    options; ``in_recorder``: the recorder of this process prunes its own journal."""
+    return MaintenanceConfig(
+        recompute_horizon=ns.recompute_horizon,
+        compaction_grace=ns.compaction_grace,
+        tick_retention_days=ns.tick_retention_days,
+        journal_retention_days=ns.journal_retention_days,
+        journal_pruned_by_recorder=in_recorder,
     )

@@ -1,5 +1,6 @@
 """``ticklake record``: the recorder's settings, and the recorder (with the per-minute job
-unless ``--analytics false``) running until SIGINT/SIGTERM."""
+unless ``--analytics false``, and daily maintenance unless ``maintain = false``) running
+until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ from typing import Any, Final
 
 from analytics.scheduler import start_scheduler
 from lake.datadir import DataLockedError
+from lake.retention import RetentionError
 from lake.seal import SealError
 from recorder.feed import DEFAULT_URL, FeedConfig, FeedError
 from recorder.journal import FsyncPolicy, JournalError
+from recorder.maintenance_schedule import start_maintenance
 from recorder.recorder import Recorder, RecorderConfig
 from ticklake.commands import Command, error_text, usage_error
 from ticklake.config import Option, add_options, boolean, positive_float, positive_int
 from ticklake.options import (
     ANALYTICS_OPTIONS,
+    DAILY_MAINTENANCE_OPTIONS,
     DATA,
     JOURNAL_RETENTION_DAYS,
     LATENESS,
     RECOMPUTE_HORIZON,
     job_config,
+    maintenance_config,
     tickers,
 )
 from ticklake.signals import run_until_signal
@@ -55,7 +60,7 @@ RECORD_OPTIONS: Final = (
 ANALYTICS: Final = Option(
     "analytics", boolean, True, "run the per-minute features job inside the recorder"
 )
-SETTINGS: Final = (DATA, *RECORD_OPTIONS, ANALYTICS, *ANALYTICS_OPTIONS)
+SETTINGS: Final = (DATA, *RECORD_OPTIONS, ANALYTICS, *ANALYTICS_OPTIONS, *DAILY_MAINTENANCE_OPTIONS)
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
@@ -92,8 +97,13 @@ def run(ns: argparse.Namespace) -> int:
     """Record until SIGINT/SIGTERM; 2 when the recorder cannot start."""
     try:
         config = recorder_config(ns)
+        maintenance_config(ns, in_recorder=True).check()
         recorder = Recorder(config)
-    except (FeedError, DataLockedError) as exc:  # locked: another recorder is running
+    except (
+        FeedError,
+        DataLockedError,
+        RetentionError,
+    ) as exc:  # locked: another recorder is running
         return usage_error(NAME, exc)
     except (JournalError, OSError) as exc:
         return usage_error(NAME, f"cannot open {ns.data}: {exc}")
@@ -104,15 +114,21 @@ def run(ns: argparse.Namespace) -> int:
 
 
 async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> None:
-    """The recorder, and (unless --analytics false) the per-minute job in the same loop."""
-    if not ns.analytics:
-        await recorder.run()
-        return
-    scheduler = start_scheduler(recorder.config.data, job_config(ns), recorder.clock)
+    """The recorder, and (unless switched off) the per-minute job and the daily maintenance
+    in the same loop; maintenance runs in a thread of its own, the job in a worker thread."""
+    data, clock = recorder.config.data, recorder.clock
+    scheduler = start_scheduler(data, job_config(ns), clock) if ns.analytics else None
+    maintenance = None
+    if ns.maintain:  # the recorder prunes its own journal: maintenance leaves it alone
+        config = maintenance_config(ns, in_recorder=True)
+        maintenance = start_maintenance(data, config, clock, ns.maintain_at)
     try:
         await recorder.run()
     finally:
-        await scheduler.stop()
+        if maintenance is not None:
+            await maintenance.stop()
+        if scheduler is not None:
+            await scheduler.stop()
 
 
 COMMAND: Final = Command(

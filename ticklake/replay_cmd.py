@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from lake.datadir import DataLockedError
+from lake.datadir import DataLockedError, journal_dir
 from lake.seal import SealError
 from recorder.journal import JournalError
 from recorder.journal_read import damage_text
 from recorder.replay import replay
-from ticklake.commands import Command, usage_error
+from ticklake.commands import Command, data_problem, usage_error
 from ticklake.config import add_options, utc_time
 from ticklake.options import DATA
 
@@ -34,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
 
 def run(ns: argparse.Namespace) -> int:
     """Replay and print what it did; 1 when journal damage was skipped (everything else is
-    applied), 2 when the journal cannot be read at all (or is locked)."""
+    applied), 2 when the data directory or its journal is missing, or the journal cannot be
+    read at all (or is locked)."""
+    problem = data_problem(ns.data)
+    if problem is None and not journal_dir(ns.data).is_dir():
+        problem = f"no journal in {ns.data}: nothing to replay"
+    if problem is not None:
+        return usage_error(NAME, problem)
     start = None if ns.start is None else int(ns.start * 1e6)
     end = None if ns.end is None else int(ns.end * 1e6)
     try:

@@ -1,5 +1,6 @@
 """``ticklake simulate``: the built-in stand-in for Yahoo's streamer, served until
-SIGINT/SIGTERM. Its flags and ``TICKLAKE_SIM_*`` variables are :mod:`ticklake.simulator.config`'s.
+SIGINT/SIGTERM. Its flags, ``TICKLAKE_SIM_*`` variables and ``sim_*`` keys of
+``ticklake.toml`` are :mod:`ticklake.simulator.config`'s.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any, Final
 
 from ticklake.commands import Command, usage_error
 from ticklake.simulator import SimulatorConfigError, config_from_args, serve_forever
-from ticklake.simulator.config import SimulatorConfig
+from ticklake.simulator.config import SIMULATOR_OPTIONS
 from ticklake.simulator.config import add_arguments as add_simulator_arguments
 
 __all__ = ["COMMAND", "run"]
@@ -23,8 +23,8 @@ NAME: Final = "simulate"
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
-    """The simulator's flags (it reads no ``ticklake.toml`` settings)."""
-    add_simulator_arguments(parser)
+    """The simulator's flags, defaulting to ``TICKLAKE_SIM_*`` and ``sim_*`` settings."""
+    add_simulator_arguments(parser, file_values)
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -50,5 +50,5 @@ COMMAND: Final = Command(
     "v2 at /?version=2, seeded random walks per symbol, optional fault injection.",
     add_arguments=add_arguments,
     run=run,
-    other_env=tuple(f"TICKLAKE_SIM_{f.name.upper()}" for f in fields(SimulatorConfig)),
+    settings=SIMULATOR_OPTIONS,
 )

@@ -1,31 +1,38 @@
 """``ticklake sql``: one read-only query on the features database, its result printed.
 
-Runs one query (or the statements of ``--file``; the last one's result is shown) on a
+Runs one query (or the statements of ``--file`` or of a shipped ``--example``; the last
+one's result is shown) on a
 read-only connection, retrying while the job writes (it holds the database for
 milliseconds a minute), closes it before printing, and writes the result as
-:mod:`ticklake.sql_output` formats it. The query reads the database and the files under
-the data directory, nothing else, and writes nothing (:mod:`ticklake.sql_sandbox`). Exit
-status 1 for an SQL error or a statement that is not allowed, 2 when the query or the
-database cannot be read.
+:mod:`ticklake.sql_output` formats it: a table fits the terminal's width when stdout is
+one (``--max-width`` sets another, 0 none). The query reads the database and the files under
+the data directory, nothing else, and writes nothing (:mod:`ticklake.sql_sandbox`). An SQL
+error is printed whole (DuckDB's hint, candidates and caret are lines of their own). Exit
+status 1 for an SQL error or a statement that is not allowed, 2 when the query, the data
+directory or the database cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import duckdb
 
-from analytics.database import READER_TIMEOUT, DatabaseError, database_path, open_db
-from ticklake.commands import Command, report_error, usage_error
-from ticklake.config import add_options, positive_float
+from analytics.database import READER_TIMEOUT, DatabaseError, database_path
+from analytics.sql_files import example_names, example_text
+from ticklake.commands import Command, data_problem, report_error, usage_error
+from ticklake.config import add_options, non_negative_int, positive_float
 from ticklake.options import DATA, DATABASE
+from ticklake.reader import read_database
 from ticklake.sql_output import FORMATS, write_result
-from ticklake.sql_sandbox import SandboxError, check_statements, lock_down, refusal
+from ticklake.sql_sandbox import SandboxError
 
-__all__ = ["COMMAND", "SQL_OPTIONS", "add_arguments", "run"]
+__all__ = ["COMMAND", "SQL_OPTIONS", "add_arguments", "run", "table_width"]
 
 NAME: Final = "sql"
 SQL_OPTIONS: Final = (DATA, DATABASE)
@@ -40,9 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
         "--file", type=Path, metavar="FILE", help="run the SQL in FILE (e.g. sql/examples/...)"
     )
     parser.add_argument(
+        "--example",
+        choices=example_names(),
+        metavar="NAME",
+        help="run a shipped example (the same as sql/examples/NAME.sql): "
+        + ", ".join(example_names()),
+    )
+    parser.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default: table)"
     )
     parser.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
+    parser.add_argument(
+        "--max-width",
+        type=non_negative_int,
+        metavar="COLUMNS",
+        help="cut table cells (with …) to fit this many characters a line; 0: never "
+        "(default: the terminal's width when stdout is one, else never)",
+    )
     parser.add_argument(
         "--timeout",
         type=positive_float,
@@ -55,38 +76,49 @@ def run(ns: argparse.Namespace) -> int:
     """Run the query and write its result; see the module docstring for the exit status."""
     if ns.format == "parquet" and ns.output is None:
         return usage_error(NAME, "--format parquet needs --output FILE")
-    if (ns.query is None) == (ns.file is None):
-        return usage_error(NAME, "give a query or --file FILE (one of them)")
+    if [ns.query, ns.file, ns.example].count(None) != 2:
+        return usage_error(NAME, "give a query, --file FILE or --example NAME (one of them)")
     try:
-        query = ns.query if ns.file is None else ns.file.read_text(encoding="utf-8")
+        query = _query_text(ns)
     except OSError as exc:
         return usage_error(NAME, f"cannot read {ns.file}: {exc.strerror}")
+    problem = data_problem(ns.data)
+    if problem is not None:
+        return usage_error(NAME, problem)
     try:
-        check_statements(query)
-    except (SandboxError, duckdb.Error) as exc:
-        report_error(NAME, exc)
-        return 1
-    path = ns.database or database_path(ns.data)
-    try:
-        con = open_db(path, read_only=True, timeout=ns.timeout, lake=ns.data)
+        table = read_database(
+            ns.data, query, database=ns.database or database_path(ns.data), timeout=ns.timeout
+        )
     except DatabaseError as exc:
         return usage_error(NAME, exc)
-    try:
-        lock_down(con, ns.data)
-        relation = con.sql(query)
-        table = None if relation is None else relation.to_arrow_table()
-    except duckdb.Error as exc:
-        report_error(NAME, refusal(exc, ns.data) or exc)
+    except (SandboxError, duckdb.Error) as exc:
+        report_error(NAME, exc, whole=True)  # DuckDB's hint and caret are lines of their own
         return 1
-    finally:
-        con.close()  # before printing: the writer may be waiting
     if table is None:
         return 0
     try:
-        write_result(table, ns.format, ns.output)
+        write_result(table, ns.format, ns.output, table_width(ns))
     except OSError as exc:
         return usage_error(NAME, f"cannot write {ns.output}: {exc.strerror}")
     return 0
+
+
+def _query_text(ns: argparse.Namespace) -> str:
+    if ns.file is not None:
+        return str(ns.file.read_text(encoding="utf-8"))
+    if ns.example is not None:
+        return example_text(ns.example)
+    return str(ns.query)
+
+
+def table_width(ns: argparse.Namespace) -> int | None:
+    """The width a table must fit: ``--max-width`` (0: none), else the terminal's when the
+    table goes to a terminal, else none."""
+    if ns.max_width is not None:
+        return int(ns.max_width) or None
+    if ns.output is None and sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 COMMAND: Final = Command(

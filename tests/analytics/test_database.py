@@ -15,7 +15,6 @@ from analytics.database import (
     MIGRATIONS,
     ROW_SCHEMA,
     SCHEMA_VERSION,
-    SQL_DIR,
     DatabaseError,
     DatabaseLockedError,
     DatabaseMissingError,
@@ -29,6 +28,7 @@ from analytics.database import (
     upsert_features,
 )
 from analytics.features import FEATURE_SCHEMA
+from analytics.sql_files import sql_text
 from lake.clock import ManualClock, SystemClock
 from lake.utc import MINUTE_MS
 from tests.kit.features import hold_database
@@ -107,7 +107,7 @@ NOT_NULL += ["tick_count", "first_time", "last_time", "late", "computed_at"]
 def test_a_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path, caplog) -> None:
     path = database_path(tmp_path)
     con = duckdb.connect(str(path))
-    con.execute((SQL_DIR / MIGRATIONS[0].sql_file).read_text(encoding="utf-8"))
+    con.execute(sql_text(MIGRATIONS[0].sql_file))
     con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     keys = [("MSFT", T0 + MINUTE_MS), ("AMZN", T0), ("AMZN", T0 + MINUTE_MS)]
     con.register("old", rows(keys, close=7.0))

@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analytics.database import SQL_DIR, database_path, open_db
+from analytics.database import database_path, open_db
 from analytics.job import JobConfig, run_once
+from analytics.sql_files import example_names, example_text
 from lake.clock import ManualClock
 from lake.utc import HOUR_MS, MINUTE_MS
 from tests.kit.lake import seal, sessions, write_lake
@@ -198,20 +199,26 @@ def test_the_data_has_the_hard_cases(data: Path) -> None:
     assert all(count > 0 for count in cases), cases
 
 
-EXAMPLES = sorted((SQL_DIR / "examples").glob("*.sql"))
+EXAMPLES = example_names()
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "sql" / "examples"
 
 
 def test_there_are_examples_for_what_users_start_from() -> None:
-    names = {path.stem for path in EXAMPLES}
+    names = set(EXAMPLES)
     assert {"latest_bar", "day_bars", "gap_windows", "silent_minutes", "late_windows"} <= names
     assert "moving_average" in names
+    # the shipped examples are the checkout's sql/examples (README runs them by path)
+    assert names == {p.stem for p in CHECKOUT_EXAMPLES.glob("*.sql")}
+    assert example_text("latest_bar") == (CHECKOUT_EXAMPLES / "latest_bar.sql").read_text()
+    with pytest.raises(KeyError, match="latest_bar"):
+        example_text("no_such_example")
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_every_example_returns_rows(data: Path, path: Path) -> None:
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_returns_rows(data: Path, name: str) -> None:
     con = open_db(database_path(data), read_only=True, lake=data)
     try:
-        table = con.sql(path.read_text(encoding="utf-8")).to_arrow_table()
+        table = con.sql(example_text(name)).to_arrow_table()
     finally:
         con.close()
     assert table.num_rows > 0 and table.num_columns > 2

@@ -136,3 +136,15 @@ def test_options_come_from_flags_and_environment(tmp_path: Path) -> None:
     assert ns.files == [Path("a.csv"), Path("b.parquet")]
     ns = parser.parse_args(["--ignore-unknown", "--import-threads", "8", "a.csv"])
     assert (ns.import_threads, ns.ignore_unknown, ns.data) == (8, True, Path("data"))
+
+
+def test_a_bad_variable_is_one_line_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TICKLAKE_IMPORT_THREADS", "0")
+    assert main(["--data", str(tmp_path / "data"), str(tmp_path / "missing.csv")]) == 2
+    assert capsys.readouterr().err == (
+        "ticklake import: environment TICKLAKE_IMPORT_THREADS: bad value for import_threads: "
+        "'0' is not a positive integer\n"
+    )
+    assert not (tmp_path / "data").exists()

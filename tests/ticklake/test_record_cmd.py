@@ -134,17 +134,19 @@ def test_settings_come_from_toml_then_environment_then_flags(
     assert config.fsync.value == "always" and config.feed.symbols_per_connection == 50
 
 
+# Values are checked once the command is known (a bad value only breaks the commands that
+# take it), so their line names the command; an unknown key is caught before.
 @pytest.mark.parametrize(
-    ("toml", "message"),
+    ("toml", "message", "prefix"),
     [
-        ("flush_intervall = 2\n", "unknown setting 'flush_intervall'"),
-        ("flush_interval = -1\n", "bad value for flush_interval"),
-        ('tickers = "AMZN,../x"\n', "symbol '../x' rejected"),
+        ("flush_intervall = 2\n", "unknown setting 'flush_intervall'", "ticklake:"),
+        ("flush_interval = -1\n", "bad value for flush_interval", "ticklake record:"),
+        ('tickers = "AMZN,../x"\n', "symbol '../x' rejected", "ticklake record:"),
     ],
     ids=["unknown key", "bad value", "evil ticker"],
 )
 def test_a_bad_config_file_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, message: str, prefix: str
 ) -> None:
     path = tmp_path / "ticklake.toml"
     path.write_text(toml)
@@ -154,7 +156,7 @@ def test_a_bad_config_file_is_a_one_line_error(
     )
     err = capsys.readouterr().err
     assert code == 2
-    assert err.count("\n") == 1 and message in err and err.startswith("ticklake: config file")
+    assert err.count("\n") == 1 and message in err and err.startswith(f"{prefix} config file")
     assert not data.exists()
 
 

@@ -100,3 +100,14 @@ def test_replay_into_rebuilds_a_lake_of_placeholder_columns_with_todays(tmp_path
     ranks = {ticker: rank for ticker, _, rank, _, _ in new_rows}
     assert ranks == {"BTC-USD": 1, "ETH-USD": 2, "SOL-USD": 6}
     assert all(row[4] is None for row in new_rows)  # coins belong to no index
+
+
+def test_a_data_directory_without_a_journal_is_one_line_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./ticklake.toml of the checkout
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["replay", "--data", str(data), "--into", str(tmp_path / "fresh")]) == 2
+    assert capsys.readouterr().err == f"ticklake replay: no journal in {data}: nothing to replay\n"
+    assert list(data.iterdir()) == [] and not (tmp_path / "fresh").exists()

@@ -262,7 +262,7 @@ def test_a_taken_port_is_a_typed_error() -> None:
     run(scenario)
 
 
-def test_other_paths_are_refused_with_404() -> None:
+def test_other_paths_are_refused_with_404(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> list[int]:
         statuses = []
         async with Simulator() as sim:
@@ -272,7 +272,15 @@ def test_other_paths_are_refused_with_404() -> None:
                 statuses.append(info.value.response.status_code)
         return statuses
 
+    caplog.set_level("INFO", logger="ticklake.simulator")
     assert run(scenario) == [404] * 4
+    lines = [r.getMessage() for r in caplog.records if "event=sim_not_found" in r.getMessage()]
+    assert lines == [  # logfmt: quoted where the value holds "=" (never Python's repr)
+        "event=sim_not_found path=/x",
+        'event=sim_not_found path="/?version=3"',
+        'event=sim_not_found path="/x?version=2"',
+        'event=sim_not_found path="/?version=2&a=b"',
+    ]
 
 
 def test_pre_market_is_absent_from_the_wire_and_a_closed_market_is_silent() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from analytics.database import database_path
 from analytics.job import JobConfig, run_once
-from analytics.views import SQL_DIR
+from analytics.sql_files import example_names
 from lake.clock import ManualClock
 from lake.utc import MINUTE_MS as MIN
 from tests.kit.features import hold_database
@@ -86,7 +86,7 @@ def test_csv_json_and_parquet(data, capsysbinary, tmp_path: Path) -> None:
     code, out, _ = run_sql(capsysbinary, "--data", str(data), "--format", "json", QUERY)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and rows[0]["close"] == 184.38 and rows[1]["volume"] is None
-    assert rows[0]["window_start"].startswith("2024-04-16 14:00:00")
+    assert rows[0]["window_start"] == "2024-04-16T14:00:00.000Z"  # as every JSON output
 
     target = tmp_path / "out.parquet"
     code, out, _ = run_sql(
@@ -98,16 +98,40 @@ def test_csv_json_and_parquet(data, capsysbinary, tmp_path: Path) -> None:
     assert table["close"][0].as_py() == pa.scalar(184.38, pa.float32()).as_py()
 
 
-def test_errors_are_one_line(data, capsysbinary, tmp_path: Path) -> None:
+def test_sql_errors_are_whole_and_others_one_line(data, capsysbinary, tmp_path: Path) -> None:
     code, out, err = run_sql(capsysbinary, "--data", str(data), "SELEC 1")
     assert code == 1 and out == "" and err.startswith("ticklake sql: Parser Error:")
-    assert err.count("\n") == 1
+    assert err.splitlines()[-2:] == ["LINE 1: SELEC 1", "        ^^^^^"]  # the caret
+    code, _, err = run_sql(capsysbinary, "--data", str(data), "FROM featurs")
+    assert code == 1 and err.splitlines()[1:] == ['Did you mean "features"?']
+    code, _, err = run_sql(capsysbinary, "--data", str(data), "SELECT tickr FROM features")
+    assert code == 1 and err.splitlines()[1].startswith('Candidate bindings: "ticker"')
     code, _, err = run_sql(capsysbinary, "--data", str(data), "DELETE FROM features")
     assert code == 1 and "read-only" in err and err.count("\n") == 1
     code, _, err = run_sql(capsysbinary, "--data", str(tmp_path / "nowhere"), "SELECT 1")
+    assert (code, err) == (2, f"ticklake sql: no data directory {tmp_path / 'nowhere'}\n")
+    assert not (tmp_path / "nowhere").exists()
+    code, _, err = run_sql(capsysbinary, "--data", str(tmp_path), "SELECT 1")
     assert code == 2 and "no database at" in err and err.count("\n") == 1
     code, _, err = run_sql(capsysbinary, "--data", str(data), "--format", "parquet", "SELECT 1")
     assert code == 2 and "--format parquet needs --output FILE" in err
+
+
+def test_a_table_fits_the_width_asked_for(data, capsysbinary) -> None:
+    code, out, _ = run_sql(capsysbinary, "--data", str(data), "--max-width", "45", QUERY)
+    lines = out.splitlines()
+    assert code == 0 and max(map(len, lines)) == 45 and lines[-1] == "(2 rows)"
+    assert lines[0].split(" | ")[-1].strip() == "window_start"
+    assert lines[2].endswith("| 2024-04-16 14:0…")  # the widest column cut first
+    code, out, _ = run_sql(capsysbinary, "--data", str(data), "--max-width", "30", QUERY)
+    lines = out.splitlines()
+    assert code == 0 and max(map(len, lines[:-1])) == 30
+    assert [c.strip() for c in lines[0].split(" | ")] == ["ticker", "close", "volume", "…"]
+    assert lines[-1] == "(2 rows; 1 of 4 columns left out: --max-width 0 shows all)"
+    code, wide, _ = run_sql(capsysbinary, "--data", str(data), "--max-width", "0", QUERY)
+    assert "2024-04-16 14:00:00+00:00" in wide  # 0: never cut
+    code, piped, _ = run_sql(capsysbinary, "--data", str(data), QUERY)
+    assert piped == wide  # not a terminal: never cut
 
 
 def test_a_query_can_come_from_a_file(data, capsysbinary, tmp_path: Path) -> None:
@@ -271,9 +295,19 @@ def test_a_database_outside_the_data_directory_is_still_read(
     assert code == 1 and "is not allowed" in err  # its directory is not opened to queries
 
 
-@pytest.mark.parametrize(
-    "example", sorted((SQL_DIR / "examples").glob("*.sql")), ids=lambda p: p.name
-)
-def test_every_example_query_runs(data, capsysbinary, example: Path) -> None:
-    code, out, err = run_sql(capsysbinary, "--data", str(data), "--file", str(example))
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "sql" / "examples"
+
+
+@pytest.mark.parametrize("example", example_names())
+def test_every_example_query_runs_by_name_and_by_path(data, capsysbinary, example: str) -> None:
+    code, out, err = run_sql(capsysbinary, "--data", str(data), "--example", example)
     assert (code, err) == (0, "") and out.rstrip().endswith(("row)", "rows)"))
+    path = CHECKOUT_EXAMPLES / f"{example}.sql"  # README's form, from the checkout
+    assert run_sql(capsysbinary, "--data", str(data), "--file", str(path)) == (0, out, "")
+
+
+def test_an_example_goes_alone(data, capsysbinary) -> None:
+    code, _, err = run_sql(capsysbinary, "--data", str(data), "--example", "latest_bar", "SELECT 1")
+    assert code == 2 and "one of them" in err
+    with pytest.raises(SystemExit):
+        parse(["--example", "no_such_example"])

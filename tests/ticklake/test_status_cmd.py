@@ -28,13 +28,15 @@ def test_status_shows_each_tier(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert command(status_cmd.COMMAND, tmp_path) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["tier", "files", "rows", "bytes"]
-    assert [line.split()[0] for line in table[1:]] == ["minute", "history", "journal"]
+    assert [line.split()[0] for line in table[1:4]] == ["minute", "history", "journal"]
+    assert all(line.startswith("maintenance: ") for line in table[4:])
     assert len({line.index("rows") for line in table[:1]}) == 1
     assert table[1].split()[1:3] == ["6", "36"]  # minute files of both days (one hidden)
     assert "kept forever" in table[2]
     command(status_cmd.COMMAND, tmp_path, "--format", "json")
-    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    *tiers, maintenance = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [t["tier"] for t in tiers] == ["minute", "history", "journal"]
+    assert list(maintenance) == ["maintenance"]
     assert tiers[1]["rows"] == 18 and tiers[1]["oldest"] == "2024-01-02T14:30:00.000Z"
     bad = command(status_cmd.COMMAND, tmp_path, "--tick-retention-days", "1")
     assert bad == 2 and "recompute horizon" in capsys.readouterr().err
@@ -66,7 +68,7 @@ def test_unreadable_files_are_reported_and_the_status_is_1(
     assert out[1].split()[:2] == ["minute", "2"]
     assert out[-1] == f"minute: 1 unreadable file, not counted above: {damaged}"
     assert command(status_cmd.COMMAND, tmp_path, "--format", "json") == 1
-    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tiers = [json.loads(line) for line in capsys.readouterr().out.splitlines()][:-1]
     assert [(t["tier"], t["unreadable"], t["unreadable_paths"]) for t in tiers] == [
         ("minute", 1, [str(damaged)]),
         ("history", 0, []),

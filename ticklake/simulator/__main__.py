@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 
+from ticklake.logs import configure
 from ticklake.simulator.config import (
     SimulatorConfig,
     SimulatorConfigError,
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(ns)
     except SimulatorConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure("INFO")
     asyncio.run(_serve_until_signalled(config))
     return 0
 

@@ -1,19 +1,35 @@
 """What the simulator serves and which faults it injects: a frozen dataclass and its CLI flags.
 
-Every flag falls back to an environment variable (``TICKLAKE_SIM_<FLAG>``, named in
-``--help``); a flag given on the command line wins over the environment.
+Each field is an option like any command's (:mod:`ticklake.config`): the flag ``--<field>``,
+the variable ``TICKLAKE_SIM_<FIELD>`` and the ``ticklake.toml`` key ``sim_<field>`` (so a
+simulator setting cannot be mistaken for a recorder's), named in ``--help``; a flag wins
+over the environment, which wins over the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
+from typing import Any, Final
 
-from ticklake.config import boolean
+from ticklake.config import (
+    BadSetting,
+    Option,
+    add_options,
+    boolean,
+    finite_float,
+    integer,
+)
 
-__all__ = ["SimulatorConfig", "SimulatorConfigError", "add_arguments", "config_from_args"]
+__all__ = [
+    "SIMULATOR_OPTIONS",
+    "SimulatorConfig",
+    "SimulatorConfigError",
+    "add_arguments",
+    "config_from_args",
+]
 
 _RATES = ("garbage_rate", "duplicate_rate", "disorder_rate", "late_rate", "other_type_rate")
 
@@ -73,10 +89,6 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _env(name: str) -> str:
-    return f"TICKLAKE_SIM_{name.upper()}"
-
-
 _HELP = {
     "host": "interface to listen on",
     "port": "TCP port; 0 picks a free one",
@@ -93,52 +105,43 @@ _HELP = {
     "sent_log": "append one JSON line per frame sent to this file",
     "burst": "ignore --rate: stream valid ticks as fast as each client reads (benchmarks)",
 }
-_TYPES: dict[str, type] = {"host": str, "port": int, "seed": int, "max_symbols": int}
+_PARSE: dict[str, Any] = {"host": str, "port": integer, "seed": integer, "max_symbols": integer}
+_PARSE |= {"sent_log": Path, "burst": boolean}
 _METAVARS = {"drop_every": "SECONDS", "stall_after": "SECONDS", "max_symbols": "N"}
 _METAVARS |= {"rate": "PER_SECOND", "sent_log": "FILE"} | {name: "FRACTION" for name in _RATES}
+PREFIX: Final = "sim_"
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per ``SimulatorConfig`` field, each defaulting to its environment variable."""
-    defaults = SimulatorConfig()
-    for field in fields(SimulatorConfig):
-        name = field.name
-        if name == "burst":
-            _add_switch(parser, name, defaults.burst)
-            continue
-        kind = Path if name == "sent_log" else _TYPES.get(name, float)
-        default = getattr(defaults, name)
-        shown = "unset" if default is None else default
-        parser.add_argument(
-            f"--{_flag(name)}",
-            dest=name,
-            type=kind,
-            # argparse converts a string default with ``type``, so a bad variable is reported
-            # like a bad flag.
-            default=os.environ.get(_env(name), default),
-            metavar=_METAVARS.get(name, name.split("_")[-1].upper()),
-            help=f"{_HELP[name]} (env {_env(name)}, default {shown})",
-        )
-
-
-def _add_switch(parser: argparse.ArgumentParser, name: str, default: bool) -> None:
-    """An on/off flag (``--burst``/``--no-burst``); its variable takes true/false, 1/0,
-    yes/no or on/off, checked by :func:`config_from_args` like any other value."""
-    parser.add_argument(
-        f"--{_flag(name)}",
-        dest=name,
-        action=argparse.BooleanOptionalAction,
-        default=os.environ.get(_env(name), default),
-        help=f"{_HELP[name]} (env {_env(name)}, default {default})",
+SIMULATOR_OPTIONS: Final = tuple(
+    Option(
+        PREFIX + field.name,
+        _PARSE.get(field.name, finite_float),  # ranges: SimulatorConfig checks them
+        None if field.default is MISSING else field.default,
+        _HELP[field.name],
+        _METAVARS.get(field.name, field.name.split("_")[-1].upper()),
+        flag_name=field.name,
     )
+    for field in fields(SimulatorConfig)
+)
+"""One option per ``SimulatorConfig`` field: ``sim_rate`` is ``--rate``, ``TICKLAKE_SIM_RATE``."""
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    file_values: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Add one flag per ``SimulatorConfig`` field, defaulting to its variable, else to its
+    ``ticklake.toml`` key in ``file_values``."""
+    add_options(parser, SIMULATOR_OPTIONS, file_values or {}, env)
 
 
 def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
-    """The config from parsed flags; raises SimulatorConfigError for out-of-range values."""
-    values = {field.name: getattr(ns, field.name) for field in fields(SimulatorConfig)}
-    if isinstance(values["burst"], str):  # from the environment, not yet parsed
-        try:
-            values["burst"] = boolean(values["burst"])
-        except ValueError as exc:
-            raise SimulatorConfigError(f"{_env('burst')}: {exc}") from None
+    """The config from parsed flags; raises SimulatorConfigError for a value out of range or
+    a variable (or file value) that does not parse."""
+    values = {}
+    for option in SIMULATOR_OPTIONS:
+        value = getattr(ns, option.name)
+        if isinstance(value, BadSetting):
+            raise SimulatorConfigError(str(value.error))
+        values[option.name.removeprefix(PREFIX)] = value
     return SimulatorConfig(**values)

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from lake.clock import Clock, SystemClock
+from lake.logfmt import logfmt
 from ticklake.simulator.burst import BurstSender
 from ticklake.simulator.config import SimulatorConfig
 from ticklake.simulator.connection import SentLog, SimConnection
@@ -109,10 +110,10 @@ class Simulator:
             self._pump = asyncio.get_running_loop().create_task(self._run_pump())
         log.info(
             "event=sim_listening url=%s seed=%d rate=%s burst=%s",
-            self.url_v1,
+            logfmt(self.url_v1),
             self.config.seed,
             self.config.rate,
-            self.config.burst,
+            str(self.config.burst).lower(),
         )
 
     async def stop(self) -> None:
@@ -220,7 +221,9 @@ class Simulator:
     def _on_message(self, connection: SimConnection, message: str | bytes) -> None:
         actions, problems = parse_request(message)
         for problem in problems:
-            log.warning("event=sim_bad_message connection=%d problem=%s", connection.id, problem)
+            log.warning(
+                "event=sim_bad_message connection=%d problem=%s", connection.id, logfmt(problem)
+            )
         for action, symbols in actions:
             if action == "subscribe":
                 self._subscribe(connection, symbols)
@@ -271,7 +274,7 @@ def _check_path(connection: ServerConnection, request: Request) -> Response | No
     """Refuse (HTTP 404) anything but ``/`` (v1) and ``/?version=2`` (v2)."""
     if version_of(request.path) is not None:
         return None
-    log.info("event=sim_not_found path=%r", request.path[:200])
+    log.info("event=sim_not_found path=%s", logfmt(request.path[:200]))
     return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
 
 

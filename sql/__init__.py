@@ -1,0 +1,6 @@
+"""ticklake's SQL files, shipped as package data: installed as the package ``analytics.sql``
+(pyproject.toml maps this folder to that name), read through ``analytics.sql_files``.
+
+``schema.sql`` and ``migrate_*.sql`` build the features database, ``views.sql`` its views
+over the lake, ``examples/`` the starting points for ``ticklake sql --example NAME``.
+"""
