@@ -71,6 +71,7 @@ from lake.recent import RECENT, file_key, key_of
 from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
 from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
 from lake.utc import MINUTE_MS, utc_date
+from lake.verify_files import quarantine_lake_files
 
 __all__ = [
     "MinuteWrite",
@@ -177,7 +178,10 @@ def _write_minute_file(
 ) -> MinuteWrite:
     path = minute_file(root, ticker, minute_start_ms)
     with _LOCKS[hash(path) % len(_LOCKS)]:
-        existing = _read_existing(path)
+        try:
+            existing = _read_existing(path)
+        except LakeReadError as exc:
+            existing = _set_aside(root, path, exc)
         if unique and existing.num_rows == 0:  # nothing to merge with: sorted as it came
             merged, kept_new = rows, rows.num_rows
         else:
@@ -205,6 +209,20 @@ def _write_minute_file(
         size,
     )
     return result
+
+
+def _set_aside(root: Path, path: Path, exc: LakeReadError) -> pa.Table:
+    """A damaged minute file goes to ``quarantine/`` (never deleted) and the minute is
+    written again from what comes in, so one bad file stops no other write; the journal
+    still holds the ticks it had (``ticklake verify --repair`` puts them back)."""
+    log.error(
+        "event=lake_file_damaged path=%s reason=%s action=quarantined_and_rewritten repair=%s",
+        logfmt(path),
+        logfmt(str(exc).splitlines()[0]),
+        logfmt("ticklake verify --repair"),
+    )
+    quarantine_lake_files(root, [path])
+    return LAKE_SCHEMA.empty_table()
 
 
 def _merge_into_day(
@@ -379,6 +397,8 @@ def read_minutes(
                 parts.append(_read_columns(path, names))
             except FileNotFoundError:
                 continue
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                raise LakeReadError(f"cannot read {path}: {exc}") from exc
             keys.append(np.full(parts[-1].num_rows, start, dtype=np.int64))
     if not parts:
         return schema.empty_table()

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from lake.atomic import deferred_sync, sync_filesystem
 from lake.dedupe import content_keys, merge_ticks
 from lake.deltas import Delta, Fold, designated_to_files, read_delta, write_delta
-from lake.errors import LakeStopped
+from lake.errors import LakeReadError, LakeStopped
 from lake.logfmt import logfmt
 from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
@@ -221,7 +221,10 @@ class Ingest:
         for ticker in pc.unique(late["id"]).to_pylist():
             mine = late.filter(pc.equal(late["id"], ticker))
             minutes = np.unique(_times(mine) // MINUTE_MS * MINUTE_MS).tolist()
-            parts.append(read_minutes(self.root, ticker, minutes))
+            try:
+                parts.append(read_minutes(self.root, ticker, minutes))
+            except LakeReadError as exc:  # the fold sets the file aside when it gets there
+                log.warning("event=late_dedupe_skipped reason=%s", logfmt(exc))
         return pa.concat_tables(parts)
 
     # -- live: the fold at each seal ----------------------------------------------------------

@@ -204,5 +204,8 @@ def _cycle(writer: LakeWriter, work: Work) -> Report:
     except (LakeError, JournalError, OSError) as exc:
         # A full disk or an unwritable folder: the journal keeps the frames.
         failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # a fault nobody foresaw: a failed cycle, not a crash loop
+        log.exception("event=cycle_error")
+        failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     seal = writer.seal
     return Report(stats, seal.watermark_ms, seal.applied_seq, writer.flushed_seq, failure, stopped)

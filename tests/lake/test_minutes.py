@@ -437,3 +437,26 @@ def test_a_delta_from_before_fields_35_45_had_names_keeps_its_values(tmp_path: P
     rows = read_delta(delta)
     assert rows.schema.equals(LAKE_SCHEMA)
     assert rows["cmc_rank"].to_pylist() == [4]
+
+
+def test_a_damaged_minute_file_is_set_aside_and_stops_no_other_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_minutes(tmp_path, pa.concat_tables([ticks("AAPL", [T0], [1]), ticks("MSFT", [T0], [2])]))
+    damaged = minute_file(tmp_path, "AAPL", T0)
+    truncated = damaged.read_bytes()[:40]  # no footer
+    damaged.write_bytes(truncated)
+    later = pa.concat_tables([ticks("AAPL", [T0 + 5], [3]), ticks("MSFT", [T0 + 5], [4])])
+
+    written = write_minutes(tmp_path, later)
+
+    assert {w.ticker: w.rows_after for w in written.writes} == {"AAPL": 1, "MSFT": 2}
+    assert read_file(minute_file(tmp_path, "MSFT", T0))["seq"].to_pylist() == [2, 4]
+    assert read_file(damaged)["seq"].to_pylist() == [3], "rewritten from what came in"
+    kept = tmp_path / "quarantine" / damaged.relative_to(tmp_path)
+    assert kept.read_bytes() == truncated, "kept as it was, never deleted"
+    lines = [r.getMessage() for r in caplog.records if "event=lake_file_damaged" in r.getMessage()]
+    assert len(lines) == 1 and "ticklake verify --repair" in lines[0]
+    kept.replace(damaged)  # damaged again: a reader gets a clear error, not Arrow's
+    with pytest.raises(LakeReadError, match="cannot read"):
+        read_minutes(tmp_path, "AAPL", [T0])

@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 import lake.deltas
+from lake.clock import SystemClock
 from recorder.recorder import Recorder
+from recorder.verify import repair
 from tests.kit.recorder import (
     CRYPTO,
     assert_files_hold_applied,
@@ -132,4 +135,31 @@ def test_a_lasting_fault_backs_off_logs_once_and_recovers_by_itself(
         r.getMessage() for r in caplog.records if "event=cycle_recovered" in r.getMessage()
     ]
     assert len(recovered) == 1 and f"failures={len(failed)}" in recovered[0]
+    assert_lake_is_journal(data)
+
+
+def test_a_damaged_minute_file_stops_no_other_ticker_and_verify_repair_restores_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    data = tmp_path / "data"
+    sim = SimulatorConfig(rate=15, seed=34, late_rate=0.4)  # late ticks reach sealed minutes
+    config = recorder_config(data, CRYPTO, lateness=0.0)
+    record(config, sim, 2.0)
+    btc = sorted((data / "ticks").glob("ticker=BTC-USD/date=*/minute=*/part.parquet"))
+    damaged = btc[0]  # the oldest minute: sealed, and late ticks keep coming for it
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    before = {p: p.stat().st_mtime_ns for p in (data / "ticks").glob("ticker=E*/**/*.parquet")}
+
+    run = record(config, replace(sim, seed=35), 4.0)
+
+    lines = [r.getMessage() for r in caplog.records if "event=lake_file_damaged" in r.getMessage()]
+    assert lines and str(damaged) in lines[0] and "ticklake verify --repair" in lines[0]
+    assert (data / "quarantine" / damaged.relative_to(data)).is_file(), "kept, never deleted"
+    assert not any("event=cycle_failed" in r.getMessage() for r in caplog.records)
+    assert run.recorder.stats.ticks_added > 0 and run.recorder.seal.watermark_ms > 0
+    after = {p: p.stat().st_mtime_ns for p in (data / "ticks").glob("ticker=E*/**/*.parquet")}
+    assert len(after) > len(before), "ETH kept flowing into new minute files"
+    fixed = repair(data, SystemClock())
+    assert fixed.clean, fixed.problems
     assert_lake_is_journal(data)
