@@ -133,6 +133,23 @@ class Recorder:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
+    # -- read-only views for monitoring (``ticklake.metrics`` reads them from its thread) ----
+    @property
+    def backlog_frames(self) -> int:
+        """Frames received and journaled, waiting in memory for a cycle."""
+        return len(self._backlog)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Characters of frame text held in memory, the cycle in flight's included (what
+        ``max_backlog_mb`` bounds)."""
+        return self._backlog.size + self._in_flight
+
+    @property
+    def cycle_failures(self) -> int:
+        """Cycles failed in a row; 0 once one succeeds."""
+        return self._failures
+
     # -- the receive path: journal first, then the in-memory backlog ------------------------
     def _on_frames(self, frames: list[str | bytes], received_at_us: int, connection: int) -> None:
         texts = [f if isinstance(f, str) else f.decode("utf-8", "replace") for f in frames]

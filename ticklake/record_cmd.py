@@ -1,12 +1,14 @@
 """``ticklake record``: the recorder's settings, and the recorder (with the per-minute job
 unless ``--analytics false``, and daily maintenance unless ``maintain = false``) running
-until SIGINT/SIGTERM."""
+until SIGINT/SIGTERM; with ``--metrics-port``, ``/metrics`` and ``/healthz``
+(``ticklake.metrics``) served meanwhile."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from analytics.scheduler import start_scheduler
 from lake.datadir import DataLockedError
@@ -17,7 +19,14 @@ from recorder.journal import FsyncPolicy, JournalError
 from recorder.maintenance_schedule import start_maintenance
 from recorder.recorder import Recorder, RecorderConfig
 from ticklake.commands import Command, error_text, usage_error
-from ticklake.config import Option, add_options, boolean, positive_float, positive_int
+from ticklake.config import (
+    Option,
+    add_options,
+    boolean,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from ticklake.options import (
     ANALYTICS_OPTIONS,
     DAILY_MAINTENANCE_OPTIONS,
@@ -30,6 +39,9 @@ from ticklake.options import (
     tickers,
 )
 from ticklake.signals import run_until_signal
+
+if TYPE_CHECKING:  # the metrics extra is optional: imported when --metrics-port asks
+    from ticklake.metrics import MetricsServer
 
 __all__ = ["ANALYTICS", "COMMAND", "RECORD_OPTIONS", "recorder_config", "run"]
 
@@ -55,6 +67,14 @@ RECORD_OPTIONS: Final = (
     Option("symbols_per_connection", positive_int, 100, "symbols per WebSocket connection"),
     Option("resubscribe_every", positive_float, 15.0, "seconds between re-sent subscriptions"),
     Option("stale_after", positive_float, 60.0, "seconds of silence (open market) -> reconnect"),
+    Option(
+        "metrics_port",
+        non_negative_int,
+        0,
+        "serve /metrics and /healthz on this port (0: off; needs ticklake[metrics])",
+        "PORT",
+    ),
+    Option("metrics_host", str, "127.0.0.1", "address the metrics server binds", "HOST"),
 )
 """The recorder's settings (``DATA`` aside), in ``--help`` order."""
 ANALYTICS: Final = Option(
@@ -98,19 +118,54 @@ def run(ns: argparse.Namespace) -> int:
     try:
         config = recorder_config(ns)
         maintenance_config(ns, in_recorder=True).check()
-        recorder = Recorder(config)
-    except (
-        FeedError,
-        DataLockedError,
-        RetentionError,
-    ) as exc:  # locked: another recorder is running
+        server = _bind_metrics(ns)  # a taken port fails before the recorder opens anything
+    except (FeedError, RetentionError, MetricsUnavailable) as exc:
+        return usage_error(NAME, exc)
+    with contextlib.ExitStack() as stack:
+        if server is not None:
+            stack.callback(server.close)
+        recorder = _open_recorder(config, ns)
+        if isinstance(recorder, int):
+            return recorder
+        if server is not None:
+            from ticklake.metrics import RecorderCollector
+
+            server.serve(RecorderCollector(recorder))
+        run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
+    return 0
+
+
+class MetricsUnavailable(Exception):
+    """``--metrics-port`` cannot be served: the extra is missing or the port is taken."""
+
+
+def _bind_metrics(ns: argparse.Namespace) -> MetricsServer | None:
+    """The metrics server, bound (not serving yet); None without ``--metrics-port``."""
+    if not ns.metrics_port:
+        return None
+    try:
+        from ticklake.metrics import MetricsServer
+    except ImportError as exc:
+        hint = "needs prometheus-client: pip install 'ticklake[metrics]'"
+        raise MetricsUnavailable(f"--metrics-port {hint}") from exc
+    try:
+        return MetricsServer(ns.metrics_host, ns.metrics_port)
+    except OSError as exc:
+        address = f"{ns.metrics_host}:{ns.metrics_port}"
+        reason = exc.strerror or exc
+        raise MetricsUnavailable(f"cannot serve metrics on {address}: {reason}") from exc
+
+
+def _open_recorder(config: RecorderConfig, ns: argparse.Namespace) -> Recorder | int:
+    """The Recorder, or the exit status of the usage error reported instead."""
+    try:
+        return Recorder(config)
+    except (FeedError, DataLockedError) as exc:  # locked: another recorder is running
         return usage_error(NAME, exc)
     except (JournalError, OSError) as exc:
         return usage_error(NAME, f"cannot open {ns.data}: {exc}")
     except SealError as exc:  # names the file and what to do
         return usage_error(NAME, exc)
-    run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
-    return 0
 
 
 async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> None:
