@@ -214,13 +214,15 @@ def test_incoming_tables_are_cast_to_lake_schema(tmp_path: Path) -> None:
     assert table.schema.equals(LAKE_SCHEMA)
 
 
-def test_a_foreign_existing_file_is_not_overwritten(tmp_path: Path) -> None:
+def test_a_foreign_existing_file_is_kept_in_quarantine_never_lost(tmp_path: Path) -> None:
     path = minute_file(tmp_path, "AAPL", T0)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not parquet")
-    with pytest.raises(LakeReadError, match="cannot read"):
-        write_minute(tmp_path, "AAPL", T0, ticks("AAPL", [T0], [1]))
-    assert path.read_bytes() == b"not parquet"
+    written = write_minute(tmp_path, "AAPL", T0, ticks("AAPL", [T0], [1]))
+    assert (written.rows_before, written.rows_after) == (0, 1)
+    assert read_file(path)["seq"].to_pylist() == [1]
+    kept = tmp_path / "quarantine" / path.relative_to(tmp_path)
+    assert kept.read_bytes() == b"not parquet", "its bytes are kept, never overwritten"
 
 
 # --- atomicity and failures -----------------------------------------------------------------
