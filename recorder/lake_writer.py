@@ -152,8 +152,7 @@ class LakeWriter:
             log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
             with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
                 stats = self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms)
-            if stats.files_written:
-                failpoints.reach("replay_files_written")
+            failpoints.reach("replay_files_written")
         self.flushed_seq = max(self.seal.applied_seq, until_seq)
         base = self.flushed_seq
         watermark = max(self.fold.watermark_ms, self.seal.watermark_ms)
