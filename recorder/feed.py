@@ -234,7 +234,8 @@ class Feed:
                 if failure is not None:
                     reason = f"error: {type(failure).__name__}: {failure}"
                 ended = self.clock.now()
-                self.sessions.end(session, ended, reason)
+                session = status.session if status.session is not None else session
+                self.sessions.end(session, ended, reason)  # the newest, after a split
                 log.info(
                     "event=disconnect conn=%d reason=%s session=%s",
                     status.id,
@@ -245,6 +246,20 @@ class Feed:
             raise failure
         received = status.frames_received > received_before
         return received and ended - started >= self.config.healthy_after
+
+    def split_sessions(self, lost_from: float, lost_until: float, reason: str) -> int:
+        """Cut every open session at ``lost_from`` and go on in a new one from
+        ``lost_until``: the frames between were received but lost (the journal refused
+        them), so the coverage has a gap there. Returns how many sessions were cut."""
+        cut = 0
+        for status in self.connections:
+            if status.state is not ConnectionState.OPEN or status.session is None:
+                continue
+            self.sessions.end(status.session, lost_from, reason)
+            url, symbols = self.config.url, status.symbols
+            status.session = self.sessions.start(status.id, url, symbols, lost_until)
+            cut += 1
+        return cut
 
     async def _receive(self, ws: ClientConnection, status: ConnectionStatus) -> None:
         """Hand every message to ``on_frames``; ends only by an exception."""

@@ -123,6 +123,7 @@ class Recorder:
         self.feed = Feed(config.feed, config.tickers, self._on_frames, self.clock, self.sessions)
         self.stats = IngestStats()
         self.frames_dropped = 0  # frames the journal rejected (disk full) since it last wrote
+        self._dropping_since = 0.0  # receive time of the first of them, epoch s
         self.flushed_seq = 0  # every seq up to this is in a delta or a file
         self._backlog = _Backlog()
         self._in_flight = 0  # characters of frame text the cycle in flight holds
@@ -160,11 +161,21 @@ class Recorder:
                 raise  # the journal stopped (a failed fsync): only a restart reopens it
             if not self.frames_dropped:
                 log.error("event=journal_write_failed action=drop_frames reason=%s", logfmt(exc))
+                self._dropping_since = received_at_us / 1e6
             self.frames_dropped += len(texts)  # rejected by the journal: it resumes by itself
             return
         if self.frames_dropped and self.journal.written_seq >= seqs.start - 1:
             # The disk took writes again (a batch that fits the group buffer proves nothing).
-            log.warning("event=journal_write_resumed frames_dropped=%d", self.frames_dropped)
+            # The frames lost meanwhile are a coverage gap: the sessions are cut around it.
+            cut = self.feed.split_sessions(
+                self._dropping_since, received_at_us / 1e6, "journal_full: frames dropped"
+            )
+            log.warning(
+                "event=journal_write_resumed frames_dropped=%d gap_s=%.1f sessions_cut=%d",
+                self.frames_dropped,
+                received_at_us / 1e6 - self._dropping_since,
+                cut,
+            )
             self.frames_dropped = 0
         if self._catching_up:
             return

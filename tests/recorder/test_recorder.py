@@ -28,7 +28,7 @@ import recorder.ingest
 import recorder.journal
 from lake.clock import ManualClock
 from lake.layout import duckdb_read_sql, minute_file
-from lake.sessions import read_sessions
+from lake.sessions import gaps, read_sessions
 from lake.symbols import is_valid_symbol
 from lake.utc import MINUTE_MS, floor_minute_ms
 from recorder.recorder import Recorder
@@ -405,8 +405,15 @@ def test_a_full_disk_under_the_journal_drops_frames_and_recording_resumes(
     assert len(failed) == 1 and "No space left on device" in failed[0] and "\n" not in failed[0]
     resumed = [m for m in messages if m.startswith("event=journal_write_resumed")]
     assert len(resumed) == 1
-    dropped = int(resumed[0].rpartition("frames_dropped=")[2])
-    assert dropped > 10
+    fields = dict(pair.split("=", 1) for pair in resumed[0].split())
+    dropped = int(fields["frames_dropped"])
+    assert dropped > 10 and fields["sessions_cut"] == "1"
+    # The lost frames are a coverage gap: the session is cut around them.
+    cut = [s for s in sessions if s.reason == "journal_full: frames dropped"]
+    assert len(cut) == 1 and cut[0].end is not None
+    hole = gaps(sessions, "BTC-USD", cut[0].start, time.time(), open_until=time.time())
+    assert hole and hole[0][0] == cut[0].end and 1.0 < hole[0][1] - hole[0][0] < 2.5
+    assert abs(hole[0][0] - full["wall"]) < 0.5, "the gap starts when frames were refused"
 
     journal = read_journal(data)
     assert journal.seqs == list(range(1, len(journal.seqs) + 1))
