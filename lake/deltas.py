@@ -147,7 +147,15 @@ def write_delta(root: Path, rows: pa.Table) -> Delta | None:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression=COMPRESSION)
+    # Plain encoding: half the time of dictionary pages for a flush's rows, and no larger
+    # once compressed; statistics only where readers prune (time, seq, the ticker).
+    pq.write_table(
+        table,
+        path,
+        compression=COMPRESSION,
+        use_dictionary=False,
+        write_statistics=["time", "seq", "id"],
+    )
 
 
 def read_delta(delta: Delta) -> pa.Table:
