@@ -175,7 +175,7 @@ class LakeWriter:
                 stats.add(self._flush(*record_columns(records)))
         return stats
 
-    def _flush_work(self, work: Work) -> IngestStats:
+    def _flush_work(self, work: Work, *, stoppable: bool = True) -> IngestStats:
         stats = IngestStats()
         if not work.frames:
             return stats
@@ -188,7 +188,7 @@ class LakeWriter:
             frames = [f for f, k in zip(frames, keep, strict=True) if k]
             seqs, received = seqs[keep], received[keep]
         for i in range(0, len(seqs), FLUSH_FRAMES):
-            if i:
+            if i and stoppable:
                 self._check_halt()
             part = slice(i, i + FLUSH_FRAMES)
             stats.add(self._flush(frames[part], seqs[part], received[part]))
@@ -255,9 +255,9 @@ class LakeWriter:
         if left > self.config.stop_flush_frames:
             log.info("event=stop_left_backlog frames=%d", left)
             return IngestStats()
-        if work.frames:
-            stats = self._flush_work(work)
-        else:  # a dropped backlog: the frames are in the journal only
+        if work.frames and work.seqs[0].start <= self.flushed_seq + 1:
+            stats = self._flush_work(work, stoppable=False)
+        else:  # a dropped backlog or a halted cycle's rest: those frames are in the journal
             stats = self._reflush(work.catch_up_to, stoppable=False)
         self.quarantine.flush()
         return stats

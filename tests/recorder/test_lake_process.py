@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pytest
 
 import lake.deltas
+import recorder.lake_writer
+import recorder.recorder
 from lake.layout import minute_file
 from lake.utc import MINUTE_MS
 from recorder.recorder import Recorder
@@ -170,4 +172,31 @@ def test_a_damaged_minute_file_is_set_aside_and_rebuilt_from_the_journal(
     # The start re-applied the whole journal, so the minute written again holds its ticks.
     report = verify(data)
     assert report.clean, report.problems
+    assert_lake_is_journal(data)
+
+
+def test_a_burst_backlog_goes_to_the_writer_in_pieces_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
+    monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 7)  # a "burst" of a few frames
+    monkeypatch.setattr(recorder.lake_writer, "FLUSH_FRAMES", 3)  # deltas of 3 frames at most
+    taken: list[int] = []
+    real_take = Recorder._take_backlog
+
+    def take(self: Recorder) -> object:
+        head = real_take(self)
+        taken.append(len(head))
+        return head
+
+    monkeypatch.setattr(Recorder, "_take_backlog", take)
+    sim = SimulatorConfig(rate=40, seed=37, sent_log=sent_log, duplicate_rate=0.05)
+    record(recorder_config(data, CRYPTO, flush_interval=1.0), sim, 2.5)
+
+    assert max(taken) < 7 + 10, "a cycle takes whole batches up to about FLUSH_FRAMES"
+    # ~300 frames in 2.5 s with a 1 s interval: cycles ran at once while frames piled up.
+    assert len([n for n in taken if n]) >= 20 and sum(taken) >= 200
+    deltas = lake.deltas.list_deltas(data)
+    assert len(deltas) >= sum(taken) // 3 - 5, "the writer cut its work in pieces of 3"
+    assert read_journal(data).frames == [e["frame"] for e in sent_frames(sent_log)]
     assert_lake_is_journal(data)
