@@ -166,7 +166,7 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
     # Close what the fork copied (the journal's lock, sockets, the pipe's other end): a
     # socket the parent closes must close, and the lock must die with the parent.
     os.closerange(3, conn.fileno())
-    os.closerange(conn.fileno() + 1, _MAX_FD)
+    os.closerange(conn.fileno() + 1, max(_MAX_FD, os.sysconf("SC_OPEN_MAX")))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     captured = _Captured()
     logging.getLogger().handlers = [captured]
