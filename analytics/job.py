@@ -286,7 +286,7 @@ class AnalyticsJob:
                     lake=self.data,
                     clock=self.clock,
                     timeout=self.config.lock_timeout,
-                    pause=Pause(self.sleep, self.stop),
+                    pause=Pause(self._waiting(result), self.stop),
                 )
         except DatabaseLockedError as exc:
             result.reason = "stopped" if self.stop.is_set() else "db_locked"
@@ -294,6 +294,15 @@ class AnalyticsJob:
             return False
         result.timed("write", time.perf_counter() - written_at)
         return True
+
+    def _waiting(self, result: JobResult) -> Callable[[float], None]:
+        """``self.sleep``, its pauses counted as ``lock_wait`` in ``result.timings``."""
+
+        def sleep(seconds: float) -> None:
+            result.timed("lock_wait", seconds)
+            self.sleep(seconds)
+
+        return sleep
 
     def coverage(self) -> SessionCoverage:
         """Gap intervals from the session log, rebuilt only when the log changed."""

@@ -14,6 +14,9 @@ Invariants:
 - ``misfire_grace_time`` of 50 s: a run that could not start on time (a busy loop) still
   starts late rather than being dropped;
 - a failing run is logged (``event=analytics_run_failed``) and the next one tries again;
+- :attr:`Scheduler.totals` only grows (runs, failures, rows, windows, seconds run and
+  waited on DuckDB's lock, a duration histogram) and is written on the event loop only;
+  ``analyze --metrics-port`` reads it from its server's thread;
 - :meth:`Scheduler.stop` sets the job's stop flag (a run waiting on the database lock or
   between steps gives up, saving its progress) and waits for the run in progress.
 
@@ -28,6 +31,8 @@ import datetime as dt
 import logging
 import math
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -37,13 +42,50 @@ from apscheduler.triggers.cron import CronTrigger
 from analytics.job import AnalyticsJob, JobConfig, JobResult
 from lake.clock import Clock
 
-__all__ = ["Scheduler", "run_second", "start_scheduler"]
+__all__ = ["DURATION_BUCKETS", "RunTotals", "Scheduler", "run_second", "start_scheduler"]
 
 log = logging.getLogger(__name__)
 
 JOB_ID: Final = "analytics"
 MISFIRE_GRACE: Final = 50
 SEAL_MARGIN: Final = 2
+DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (seconds) of the run-duration histogram; a last bucket holds the rest."""
+
+
+@dataclass
+class RunTotals:
+    """Running totals over every run a scheduler started; times in the job clock's seconds
+    (``last_*``, ``running_since``) or seconds of work (durations, ``lock_wait_s``)."""
+
+    runs: int = 0
+    failures: int = 0  # runs that raised
+    rows: int = 0  # feature rows written
+    windows: int = 0
+    lock_wait_s: float = 0.0  # seconds spent waiting for DuckDB's lock
+    duration_s: float = 0.0  # sum over every run, failed ones included
+    last_duration_s: float | None = None
+    last_ok: float | None = None  # when the last run that did not raise finished
+    last_failure: str | None = None  # the last run's error when it raised, else None
+    running_since: float | None = None  # when the run in progress started
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+
+    def add(self, seconds: float, result: JobResult | None, error: str | None, now: float) -> None:
+        """Count one finished run: its ``result``, or the ``error`` it raised (neither: it
+        was cancelled)."""
+        self.runs += 1
+        self.duration_s += seconds
+        self.last_duration_s = seconds
+        self.buckets[sum(seconds > bound for bound in DURATION_BUCKETS)] += 1
+        self.running_since = None
+        self.last_failure = error
+        if result is None:  # raised, or cancelled at stop (not a failure)
+            self.failures += error is not None
+            return
+        self.last_ok = now
+        self.rows += result.rows
+        self.windows += result.windows
+        self.lock_wait_s += result.timings.get("lock_wait", 0.0)
 
 
 def run_second(lateness: float) -> int:
@@ -61,8 +103,7 @@ class Scheduler:
         self.stop_event = threading.Event()
         self.job = AnalyticsJob(data, config, clock, stop=self.stop_event)
         self.config = config
-        self.runs = 0
-        self.failures = 0
+        self.totals = RunTotals()
         self.last_result: JobResult | None = None
         self._scheduler = AsyncIOScheduler(timezone=dt.UTC)
         self._running: asyncio.Task[JobResult] | None = None
@@ -100,14 +141,25 @@ class Scheduler:
         trigger: CronTrigger = job.trigger
         return trigger
 
+    @property
+    def runs(self) -> int:
+        return self.totals.runs
+
+    @property
+    def failures(self) -> int:
+        return self.totals.failures
+
     async def _tick(self) -> None:
+        clock, started = self.job.clock, time.perf_counter()
+        self.totals.running_since = clock.now()
         self._running = asyncio.create_task(asyncio.to_thread(self.job.run_once))
+        result, error = None, None
         try:  # shielded: a cancelled tick must not orphan the run's result
-            self.last_result = await asyncio.shield(self._running)
-        except Exception:  # logged by the job; the next minute retries
-            self.failures += 1
+            result = self.last_result = await asyncio.shield(self._running)
+        except Exception as exc:  # logged by the job; the next minute retries
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         finally:
-            self.runs += 1
+            self.totals.add(time.perf_counter() - started, result, error, clock.now())
             self._running = None
 
     async def stop(self) -> None:

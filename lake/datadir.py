@@ -17,6 +17,8 @@
       state/analytics.lock     the features job's lock (analytics.job)
       state/maintenance.json   what the last maintenance run did (lake.maintenance)
       state/maintenance.lock   held while a maintenance run works (lake.maintenance)
+      state/recorder.json      the running recorder: PID, start, last frame per connection
+                               (recorder.state; stale once the writer's lock is free)
       quarantine.jsonl         bad frames and refused symbols (lake.quarantine)
       quarantine/              damaged journal bytes (recorder.journal_recovery) and damaged
                                lake files moved aside by ``verify --repair``
@@ -52,6 +54,7 @@ ANALYTICS_STATE_FILE: Final = Path(STATE_DIR, "analytics.json")
 ANALYTICS_LOCK_FILE: Final = Path(STATE_DIR, "analytics.lock")
 MAINTENANCE_FILE: Final = Path(STATE_DIR, "maintenance.json")
 MAINTENANCE_LOCK: Final = Path(STATE_DIR, "maintenance.lock")
+RECORDER_STATE_FILE: Final = Path(STATE_DIR, "recorder.json")
 QUARANTINE_DIR: Final = "quarantine"
 QUARANTINE_FILE: Final = "quarantine.jsonl"
 DATABASE_FILE: Final = "ticklake.duckdb"
@@ -71,6 +74,29 @@ def sessions_file(data: Path | str) -> Path:
 
 def database_file(data: Path | str) -> Path:
     return Path(data, DATABASE_FILE)
+
+
+def writer_lock_holder(data: Path | str) -> int | None:
+    """The PID holding the writer's lock of ``data``; None when nobody holds it.
+
+    Probes with a shared ``flock`` taken and dropped at once, so it never waits and creates
+    nothing. A writer starting in that very microsecond is refused as if another one ran
+    (DataLockedError). A held lock whose file does not name a PID yet answers 0.
+    """
+    try:
+        fd = os.open(journal_dir(data) / JOURNAL_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 class DataLockedError(Exception):

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
@@ -56,6 +57,7 @@ from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, 
 from recorder.journal_recovery import lake_seq_floor
 from recorder.lake_process import LakeProcess
 from recorder.lake_writer import FLUSH_FRAMES, Report, Work, WriterConfig
+from recorder.state import RecorderStateFile
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S: Final = 60.0  # the longest wait between two cycles while they fail
@@ -151,6 +153,11 @@ class Recorder:
         """Cycles failed in a row; 0 once one succeeds."""
         return self._failures
 
+    @cached_property
+    def state_file(self) -> RecorderStateFile:
+        """``state/recorder.json`` (``recorder.state``); its start is the first cycle's."""
+        return RecorderStateFile(self.config.data, self.clock.now())
+
     # -- the receive path: journal first, then the in-memory backlog ------------------------
     def _on_frames(self, frames: list[str | bytes], received_at_us: int, connection: int) -> None:
         texts = [f if isinstance(f, str) else f.decode("utf-8", "replace") for f in frames]
@@ -209,6 +216,7 @@ class Recorder:
         """Make the journal durable, then have the lake writer append what arrived as a
         delta and fold the minutes that seal."""
         now = self.clock.now()
+        self.state_file.save(self.feed.connections, now)  # for `ticklake status`
         backlog = self._take_backlog()
         self._in_flight = backlog.size
         catch_up_to = self.journal.next_seq - 1 if self._catching_up else 0

@@ -1,7 +1,8 @@
 """``ticklake analyze``: the per-minute analytics job alone (for a recorder in another process).
 
 Until SIGINT/SIGTERM, with daily maintenance unless ``maintain = false`` (the journal is
-left to the recorder while one holds it); or once with ``--once`` (for cron and tests; no
+left to the recorder while one holds it) and, with ``--metrics-port``, ``/metrics`` and
+``/healthz`` (``ticklake.analyze_metrics``); or once with ``--once`` (for cron and tests; no
 maintenance; exit status 0 when everything sealed is materialized, 1 when work was left for
 the next run, 2 on an error).
 """
@@ -34,6 +35,7 @@ from ticklake.options import (
     job_config,
     maintenance_config,
 )
+from ticklake.serve_metrics import METRICS_HOST, METRICS_PORT, MetricsUnavailable, bind_metrics
 from ticklake.signals import run_until_signal
 
 __all__ = ["ANALYZE_OPTIONS", "COMMAND", "add_arguments", "run"]
@@ -46,6 +48,8 @@ ANALYZE_OPTIONS: Final = (
     *ANALYTICS_OPTIONS,
     *DAILY_MAINTENANCE_OPTIONS,
     JOURNAL_RETENTION_DAYS,
+    METRICS_PORT,
+    METRICS_HOST,
 )
 
 
@@ -54,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
     parser.add_argument(
         "--once",
         action="store_true",
-        help="run the job once and exit (0: all sealed windows done, 1: work left)",
+        help="run the job once and exit (0: all sealed windows done, 1: work left; no metrics)",
     )
 
 
@@ -70,13 +74,18 @@ def run(ns: argparse.Namespace) -> int:
     maintenance_settings = maintenance_config(ns)
     try:
         maintenance_settings.check()
-    except RetentionError as exc:
+        server = bind_metrics(ns)  # a taken port fails before the job starts
+    except (RetentionError, MetricsUnavailable) as exc:
         return usage_error(NAME, exc)
     stopped: list[asyncio.Event] = []
 
     async def main() -> None:
         stopped.append(asyncio.Event())
         scheduler = start_scheduler(data, config, clock)
+        if server is not None:
+            from ticklake.analyze_metrics import AnalyticsCollector
+
+            server.serve(AnalyticsCollector(scheduler, clock))
         maintenance = None
         if ns.maintain:
             maintenance = start_maintenance(data, maintenance_settings, clock, ns.maintain_at)
@@ -87,7 +96,11 @@ def run(ns: argparse.Namespace) -> int:
                 await maintenance.stop()
             await scheduler.stop()
 
-    run_until_signal(main, lambda: stopped[0].set() if stopped else None)
+    try:
+        run_until_signal(main, lambda: stopped[0].set() if stopped else None)
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 

@@ -1,5 +1,8 @@
 """``record --metrics-port``: the recorder's Prometheus metrics and its health over HTTP.
 
+The server (:class:`MetricsServer`) serves any :class:`HealthCollector`; ``analyze
+--metrics-port`` serves the job's (``ticklake.analyze_metrics``).
+
 ``GET /metrics`` answers ``ticklake_*`` metrics in Prometheus' text format; ``GET /healthz``
 answers 200 ``ok`` while the recorder is healthy, else 503 with a one-line reason.
 
@@ -26,6 +29,7 @@ import logging
 import math
 import os
 import threading
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,7 +46,13 @@ from recorder.feed import ConnectionState, ConnectionStatus
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.markets import is_open
 
-__all__ = ["HealthConfig", "MetricsServer", "RecorderCollector", "health_verdict"]
+__all__ = [
+    "HealthCollector",
+    "HealthConfig",
+    "MetricsServer",
+    "RecorderCollector",
+    "health_verdict",
+]
 
 log = logging.getLogger(__name__)
 SEALS_MISSED: Final = 3  # the default seal-lag bound, in seal periods (a minute + lateness)
@@ -77,7 +87,16 @@ def health_verdict(
     return None
 
 
-class RecorderCollector(Collector):
+class HealthCollector(Collector):
+    """Metrics, and a health verdict for ``/healthz``: what :class:`MetricsServer` serves
+    (the recorder's here, ``analyze``'s in ``ticklake.analyze_metrics``)."""
+
+    @abstractmethod
+    def verdict(self) -> str | None:
+        """Why the process is unhealthy, in one line; None when it is healthy."""
+
+
+class RecorderCollector(HealthCollector):
     """The Recorder's metrics and health, read from it when asked."""
 
     def __init__(self, recorder: Recorder, health: HealthConfig | None = None) -> None:
@@ -193,7 +212,7 @@ class MetricsServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Binds at once; raises OSError when the address cannot be bound."""
         self.host = host
-        self.collector: RecorderCollector | None = None
+        self.collector: HealthCollector | None = None
         self._registry = CollectorRegistry(auto_describe=False)
         self._thread: threading.Thread | None = None
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
@@ -207,7 +226,7 @@ class MetricsServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def serve(self, collector: RecorderCollector) -> None:
+    def serve(self, collector: HealthCollector) -> None:
         self.collector = collector
         self._registry.register(collector)
         self._thread = threading.Thread(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from analytics.scheduler import start_scheduler
 from lake.datadir import DataLockedError
@@ -23,7 +23,6 @@ from ticklake.config import (
     Option,
     add_options,
     boolean,
-    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -38,10 +37,8 @@ from ticklake.options import (
     maintenance_config,
     tickers,
 )
+from ticklake.serve_metrics import METRICS_HOST, METRICS_PORT, MetricsUnavailable, bind_metrics
 from ticklake.signals import run_until_signal
-
-if TYPE_CHECKING:  # the metrics extra is optional: imported when --metrics-port asks
-    from ticklake.metrics import MetricsServer
 
 __all__ = ["ANALYTICS", "COMMAND", "RECORD_OPTIONS", "recorder_config", "run"]
 
@@ -67,14 +64,8 @@ RECORD_OPTIONS: Final = (
     Option("symbols_per_connection", positive_int, 100, "symbols per WebSocket connection"),
     Option("resubscribe_every", positive_float, 15.0, "seconds between re-sent subscriptions"),
     Option("stale_after", positive_float, 60.0, "seconds of silence (open market) -> reconnect"),
-    Option(
-        "metrics_port",
-        non_negative_int,
-        0,
-        "serve /metrics and /healthz on this port (0: off; needs ticklake[metrics])",
-        "PORT",
-    ),
-    Option("metrics_host", str, "127.0.0.1", "address the metrics server binds", "HOST"),
+    METRICS_PORT,
+    METRICS_HOST,
 )
 """The recorder's settings (``DATA`` aside), in ``--help`` order."""
 ANALYTICS: Final = Option(
@@ -118,7 +109,7 @@ def run(ns: argparse.Namespace) -> int:
     try:
         config = recorder_config(ns)
         maintenance_config(ns, in_recorder=True).check()
-        server = _bind_metrics(ns)  # a taken port fails before the recorder opens anything
+        server = bind_metrics(ns)  # a taken port fails before the recorder opens anything
     except (FeedError, RetentionError, MetricsUnavailable) as exc:
         return usage_error(NAME, exc)
     with contextlib.ExitStack() as stack:
@@ -133,27 +124,6 @@ def run(ns: argparse.Namespace) -> int:
             server.serve(RecorderCollector(recorder))
         run_until_signal(lambda: _record_with_analytics(recorder, ns), recorder.stop)
     return 0
-
-
-class MetricsUnavailable(Exception):
-    """``--metrics-port`` cannot be served: the extra is missing or the port is taken."""
-
-
-def _bind_metrics(ns: argparse.Namespace) -> MetricsServer | None:
-    """The metrics server, bound (not serving yet); None without ``--metrics-port``."""
-    if not ns.metrics_port:
-        return None
-    try:
-        from ticklake.metrics import MetricsServer
-    except ImportError as exc:
-        hint = "needs prometheus-client: pip install 'ticklake[metrics]'"
-        raise MetricsUnavailable(f"--metrics-port {hint}") from exc
-    try:
-        return MetricsServer(ns.metrics_host, ns.metrics_port)
-    except OSError as exc:
-        address = f"{ns.metrics_host}:{ns.metrics_port}"
-        reason = exc.strerror or exc
-        raise MetricsUnavailable(f"cannot serve metrics on {address}: {reason}") from exc
 
 
 def _open_recorder(config: RecorderConfig, ns: argparse.Namespace) -> Recorder | int:

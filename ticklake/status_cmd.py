@@ -2,8 +2,9 @@
 bytes, oldest and newest tick (journal: frames and receive times) and what retention removes
 next, as an aligned table or ``--format json`` (one object per tier); then maintenance: when
 it last ran and what it did (``state/maintenance.json``), when it runs next (``maintain``,
-``maintain_at``) and what it would do (JSON: a last object, ``{"maintenance": ...}``). It
-removes nothing.
+``maintain_at``) and what it would do (JSON: ``{"maintenance": ...}``); last, whether it is
+working (``ticklake.status_live``: the recorder, its connections' last frames, seal and
+features lag; JSON: a last object, ``{"live": ...}``). It removes nothing.
 
 Files it cannot read are not counted but reported: their number and the first few paths,
 on a line after the table (JSON: ``unreadable``, ``unreadable_paths``); the exit status is
@@ -44,6 +45,7 @@ from ticklake.options import (
     TICK_RETENTION_DAYS,
     retention_days,
 )
+from ticklake.status_live import live_json, live_lines
 
 __all__ = [
     "COMMAND",
@@ -94,14 +96,19 @@ def run(ns: argparse.Namespace) -> int:
         tiers = status_tiers(data, config, ns.recompute_horizon)
     except (RetentionError, SealError) as exc:
         return usage_error(NAME, exc)
-    maintenance = maintenance_json(data, ns, SystemClock().now())
+    now = SystemClock().now()
+    maintenance = maintenance_json(data, ns, now)
+    live = live_json(data, load_seal(data), now)
     if ns.format == "json":
         for tier in tiers:
             print(json.dumps(tier_json(tier)))
         print(json.dumps({"maintenance": maintenance}))
+        print(json.dumps({"live": live}))
     else:
         print(format_status(tiers))
         for line in maintenance_lines(maintenance):
+            print(line)
+        for line in live_lines(live):
             print(line)
         for line in unreadable_lines(tiers):
             print(line)

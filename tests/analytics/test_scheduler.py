@@ -61,6 +61,11 @@ def test_it_starts_with_a_catch_up_run_and_never_overlaps(tmp_path: Path) -> Non
     assert scheduler.failures == 0 and scheduler.last_result is not None
     assert scheduler.last_result.reason == "ok"  # never "busy": no two runs at once
     assert db_features(database_path(tmp_path)).num_rows == 10
+    totals = scheduler.totals  # running totals over every run, not the last one's
+    assert totals.runs == scheduler.runs >= 2 and totals.failures == 0
+    assert totals.rows == 10 and totals.windows == 10
+    assert sum(totals.buckets) == totals.runs and totals.duration_s > 0
+    assert totals.last_ok == clock.now() and totals.running_since is None
 
 
 def test_stop_interrupts_a_run_waiting_for_the_database(tmp_path: Path) -> None:
@@ -89,3 +94,4 @@ def test_stop_interrupts_a_run_waiting_for_the_database(tmp_path: Path) -> None:
     assert stopping < 3.0  # the lock wait noticed the stop flag (backoff is capped at 2 s)
     assert scheduler.last_result is not None and scheduler.last_result.reason == "stopped"
     assert load_state(tmp_path) == AnalyticsState(T0 + MINUTE_MS, 0)  # the next start catches up
+    assert scheduler.totals.lock_wait_s > 0.3  # waited on the reader before giving up

@@ -21,6 +21,7 @@ from lake.datadir import (
     journal_dir,
     seal_file,
     sessions_file,
+    writer_lock_holder,
 )
 from lake.seal import SealState, save_seal
 from recorder.journal import Journal
@@ -135,6 +136,7 @@ def test_the_names_under_the_data_directory_never_change() -> None:
         "IMPORTS_FILE": Path("state/imports.json"),
         "ANALYTICS_STATE_FILE": Path("state/analytics.json"),
         "ANALYTICS_LOCK_FILE": Path("state/analytics.lock"),
+        "RECORDER_STATE_FILE": Path("state/recorder.json"),
         "QUARANTINE_FILE": "quarantine.jsonl",
         "DATABASE_FILE": "ticklake.duckdb",
     }
@@ -155,3 +157,28 @@ def test_writers_use_the_named_paths(tmp_path: Path) -> None:
     assert seal_file(tmp_path).is_file()
     with Journal.open(journal_dir(tmp_path)):
         assert (journal_dir(tmp_path) / datadir.JOURNAL_LOCK).is_file()
+
+
+def test_the_lock_holder_is_named_while_held_and_none_once_free(tmp_path: Path) -> None:
+    folder = journal_dir(tmp_path)
+    assert writer_lock_holder(tmp_path) is None  # no lock file: nobody, and nothing created
+    assert not folder.exists()
+    folder.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        assert writer_lock_holder(tmp_path) == proc.pid
+        assert writer_lock_holder(tmp_path) == proc.pid, "probing takes nothing away"
+        assert command(proc, "release") == "released"
+        assert writer_lock_holder(tmp_path) is None  # the file still names the old PID
+        assert lock_text(folder) == f"{proc.pid}\n"
+        with WriterLock.acquire(folder):  # the probe left the lock free for a writer
+            assert writer_lock_holder(tmp_path) == os.getpid()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
