@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest proto bench clean
+.PHONY: demo test lint typecheck pytest proto bench plots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.decode
 	$(BIN)/python -m bench.journal
+
+# Regenerate the sample charts of `ticklake plot` in docs/ from the simulator's feed.
+plots: $(STAMP)
+	$(BIN)/python docs/make_plots.py docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -3,8 +3,9 @@
 The built-in simulator stands in for Yahoo; the recorder journals its frames into a fresh
 data directory and keeps the lake; each time the seal watermark passes a minute, the
 analytics job (the one ``ticklake record`` schedules every minute) materializes that
-minute's features into DuckDB, and the new rows are read back from the database and printed,
-like the seed article's console output. The log goes to ``demo.log`` in the data directory
+minute's features into DuckDB, and the new rows are read back from the database and printed
+as ``ticklake tail`` prints them (:class:`ticklake.tail_cmd.Tail`), like the seed article's
+console output. The log goes to ``demo.log`` in the data directory
 (errors still reach the console), so the windows are all the console shows.
 """
 
@@ -17,26 +18,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import pyarrow as pa
-
-from analytics.database import database_path, open_db
+from analytics.database import database_path
 from analytics.job import AnalyticsJob, JobConfig
 from lake.clock import SystemClock
-from lake.utc import MINUTE_MS, floor_minute_ms, iso_utc
+from lake.utc import MINUTE_MS, floor_minute_ms
 from recorder.feed import FeedConfig
 from recorder.recorder import Recorder, RecorderConfig
-from recorder.wire.render import shortest_float32
 from ticklake.commands import Command, usage_error
 from ticklake.config import positive_float, positive_int
 from ticklake.logs import logging_to_file
 from ticklake.simulator import Simulator, SimulatorConfig
+from ticklake.tail_cmd import Tail, render
 
-__all__ = ["COMMAND", "run", "run_demo", "window_lines"]
+__all__ = ["COMMAND", "run", "run_demo"]
 
 NAME: Final = "demo"
 LOG_FILE: Final = "demo.log"
 DEMO_TICKERS = ("AMZN", "MSFT", "^GSPC", "EURUSD=X", "BTC-USD", "ETH-USD")
-PRICES = ("open", "high", "low", "close")
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
@@ -49,42 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
     parser.add_argument("--data", type=Path, help="fresh data directory (default: a temporary one)")
 
 
-HH_MM: Final = slice(11, 16)
-"""Where ``HH:MM`` sits in :func:`lake.utc.iso_utc`'s ``minutes`` form."""
-
-
-def window_lines(features: pa.Table) -> list[str]:
-    """One aligned line per window, prices shown as the decimals Yahoo meant."""
-    lines = []
-    for row in features.to_pylist():
-        start = int(row["window_start"].timestamp() * 1000)
-        begins, ends = iso_utc(start, "minutes"), iso_utc(start + MINUTE_MS, "minutes")
-        volume = "-" if row["volume"] is None else f"{row['volume']:,}"
-        vwap = "-" if row["vwap"] is None else f"{row['vwap']:.4f}"
-        prices = "".join(f"{k} {shortest_float32(row[k])!s:<10} " for k in PRICES)
-        lines.append(
-            f"{begins[HH_MM]}-{ends[HH_MM]} UTC  {row['ticker']:<9} {prices}"
-            f"volume {volume:>12}  vwap {vwap:>12}  ticks {row['tick_count']}"
-        )
-    return lines
-
-
-def new_rows(data: Path, since_ms: int) -> pa.Table:
-    """Feature rows of windows starting at or after ``since_ms``, read from DuckDB."""
-    con = open_db(database_path(data), read_only=True, lake=data)
-    try:
-        query = (
-            "SELECT * FROM features WHERE window_start >= make_timestamptz($1 * 1000) "
-            "ORDER BY window_start, ticker"
-        )
-        return con.sql(query, params=[since_ms]).to_arrow_table()
-    finally:
-        con.close()
-
-
-def materialize(job: AnalyticsJob, data: Path, since_ms: int) -> pa.Table:
+def materialize(job: AnalyticsJob, tail: Tail) -> list[str]:
+    """Run the job once; the lines ``ticklake tail`` prints for the rows it wrote."""
     job.run_once()
-    return new_rows(data, since_ms)
+    return render(*tail.poll(), "table")
 
 
 async def run_demo(
@@ -101,6 +67,7 @@ async def run_demo(
         out(f"recording {', '.join(DEMO_TICKERS)} from the simulator at {sim.url}")
         out(f"data directory: {data}; a window prints 10 s after its minute ends")
         job = AnalyticsJob(data, JobConfig(lateness=config.lateness), SystemClock())
+        tail = Tail(data, database_path(data))  # a fresh database: every row is new
         start_ms = floor_minute_ms(int(SystemClock().now() * 1000))  # the first window ours
         sealed = 0
         try:
@@ -109,8 +76,7 @@ async def run_demo(
                 watermark = recorder.seal.watermark_ms
                 if watermark <= start_ms:
                     continue
-                features = await asyncio.to_thread(materialize, job, data, start_ms)
-                for line in window_lines(features):
+                for line in await asyncio.to_thread(materialize, job, tail):
                     out(line)
                     printed += 1
                 sealed += (watermark - start_ms) // MINUTE_MS

@@ -39,14 +39,14 @@ from analytics.database import (
     DatabaseMissingError,
     database_path,
 )
-from lake.utc import iso_utc
+from lake.utc import MINUTE_MS, iso_utc
+from recorder.wire.render import shortest_float32
 from ticklake.commands import Command, data_problem, usage_error
 from ticklake.config import add_options, positive_float
-from ticklake.demo_cmd import window_lines
 from ticklake.options import DATA, DATABASE, tickers
 from ticklake.reader import read_database
 
-__all__ = ["COMMAND", "OVERLAP_US", "Tail", "follow", "render", "run"]
+__all__ = ["COMMAND", "OVERLAP_US", "Tail", "follow", "render", "run", "window_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,27 @@ class Tail:
         horizon = self.cursor_us - OVERLAP_US
         for key in [k for k, v in self.printed.items() if max(v) < horizon]:
             del self.printed[key]
+
+
+PRICES: Final = ("open", "high", "low", "close")
+HH_MM: Final = slice(11, 16)
+"""Where ``HH:MM`` sits in :func:`lake.utc.iso_utc`'s ``minutes`` form."""
+
+
+def window_lines(features: pa.Table) -> list[str]:
+    """One aligned line per window, prices shown as the decimals Yahoo meant."""
+    lines = []
+    for row in features.to_pylist():
+        start = int(row["window_start"].timestamp() * 1000)
+        begins, ends = iso_utc(start, "minutes"), iso_utc(start + MINUTE_MS, "minutes")
+        volume = "-" if row["volume"] is None else f"{row['volume']:,}"
+        vwap = "-" if row["vwap"] is None else f"{row['vwap']:.4f}"
+        prices = "".join(f"{k} {shortest_float32(row[k])!s:<10} " for k in PRICES)
+        lines.append(
+            f"{begins[HH_MM]}-{ends[HH_MM]} UTC  {row['ticker']:<9} {prices}"
+            f"volume {volume:>12}  vwap {vwap:>12}  ticks {row['tick_count']}"
+        )
+    return lines
 
 
 def render(table: pa.Table, again: list[bool], fmt: str) -> list[str]:

@@ -75,7 +75,7 @@ def test_report_error_writes_to_stderr_by_default(capsys: pytest.CaptureFixture[
 def test_help_lists_every_command_once_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     names = [command.name for command in COMMANDS]
     assert names == [
-        "decode", "record", "analyze", "sql", "tail", "backfill", "compact", "maintain",
+        "decode", "record", "analyze", "sql", "tail", "plot", "backfill", "compact", "maintain",
         "status", "verify", "import", "replay", "simulate", "demo",
     ]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
