@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lake.atomic import fsync_directory
 from lake.datadir import DataLockedError, WriterLock
+from lake.logfmt import logfmt
 from recorder.journal_read import ReadOptions, RecordRange, read_batches
 from recorder.journal_recovery import QUARANTINE_DIR, recover_journal
 from recorder.segment import (
@@ -335,6 +336,7 @@ class Journal:
 
     async def run_group_commit(self, clock: Clock) -> None:
         """Until cancelled or closed: ``sync_in_thread()`` every ``group_commit_ms``."""
+        failures, since = 0, 0.0  # a lasting fault (a full disk) is logged once, then healed
         while self._writer_lock is not None:
             await clock.sleep(self.config.group_commit_ms / 1000)
             if self._writer_lock is None:
@@ -342,7 +344,18 @@ class Journal:
             try:
                 await self.sync_in_thread()
             except JournalWriteError as exc:
-                log.error("event=journal_group_commit_failed error=%r", str(exc))
+                if not failures:
+                    since = clock.now()
+                    log.error("event=journal_group_commit_failed error=%s", logfmt(exc))
+                failures += 1
+                continue
+            if failures:
+                log.warning(
+                    "event=journal_group_commit_recovered failures=%d outage_s=%.1f",
+                    failures,
+                    clock.now() - since,
+                )
+                failures = 0
 
     def close(self) -> None:
         """Flush, footer, fsync and close the open segment; release the lock. Idempotent."""

@@ -403,6 +403,9 @@ def test_a_full_disk_under_the_journal_drops_frames_and_recording_resumes(
     messages = [r.getMessage() for r in caplog.records]
     failed = [m for m in messages if m.startswith("event=journal_write_failed")]
     assert len(failed) == 1 and "No space left on device" in failed[0] and "\n" not in failed[0]
+    commits = [m for m in messages if m.startswith("event=journal_group_commit_")]
+    assert len(commits) in (0, 2), "a failing group commit logs once, and once on recovery"
+    assert not commits or "recovered" in commits[1]
     resumed = [m for m in messages if m.startswith("event=journal_write_resumed")]
     assert len(resumed) == 1
     fields = dict(pair.split("=", 1) for pair in resumed[0].split())
