@@ -118,6 +118,9 @@ class Ingest:
         self.quarantine = quarantine
         self._keys: dict[Path, Keys] = {}  # content keys of the deltas this process wrote
         self.halt = threading.Event()  # set: long writes stop early (shutting down)
+        # Minutes before this may have files though not sealed: the start-up replay wrote
+        # them (a reconnect's snapshot repeats a tick that is there).
+        self.files_before_ms = 0
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(
@@ -215,8 +218,10 @@ class Ingest:
         return known
 
     def _sealed_like(self, rows: pa.Table) -> pa.Table:
-        """The stored rows of the sealed minutes ``rows`` touch (late ticks: rare)."""
-        late = rows.filter(pa.array(_times(rows) < self.seal.watermark_ms))
+        """The stored rows of the minutes with files that ``rows`` touch: sealed minutes (late
+        ticks: rare), and every minute before ``files_before_ms`` (what the start wrote)."""
+        cut = max(self.seal.watermark_ms, self.files_before_ms)
+        late = rows.filter(pa.array(_times(rows) < cut))
         parts = [LAKE_SCHEMA.empty_table()]
         for ticker in pc.unique(late["id"]).to_pylist():
             mine = late.filter(pc.equal(late["id"], ticker))

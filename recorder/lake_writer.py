@@ -42,7 +42,15 @@ import numpy.typing as npt
 from lake import failpoints
 from lake.compact import DEFAULT_GRACE_S
 from lake.datadir import JOURNAL_DIR
-from lake.deltas import Delta, Fold, ensure_deltas_dir, latest_fold, prune, publish_fold
+from lake.deltas import (
+    Delta,
+    Fold,
+    ensure_deltas_dir,
+    latest_fold,
+    list_deltas,
+    prune,
+    publish_fold,
+)
 from lake.errors import LakeError, LakeStopped
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal
@@ -146,14 +154,17 @@ class LakeWriter:
     def _start(self, until_seq: int, now_ms: int) -> IngestStats:
         """Replay what the lake's files lack straight into them, then publish a marker that
         says so (readers see the deltas from then on)."""
-        stats = IngestStats()
+        stats = self._fold_leftovers(now_ms)
         start = self.seal.applied_seq + 1
         if start <= until_seq:
             log.info("event=replay from_seq=%d to_seq=%d", start, until_seq)
             with Journal.open_reader(self.config.data / JOURNAL_DIR) as reader:
-                stats = self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms)
+                stats.add(self.ingest.apply_all(reader.iter_records(start, until_seq + 1), now_ms))
             failpoints.reach("replay_files_written")
-        self.flushed_seq = max(self.seal.applied_seq, until_seq)
+        # Minutes before now may have files a start wrote, sealed or not: a tick repeated
+        # after the start (a reconnect's snapshot) is deduped against them.
+        self.ingest.files_before_ms = now_ms
+        self.flushed_seq = max(self.seal.applied_seq, until_seq, self.fold.base_seq)
         base = self.flushed_seq
         watermark = max(self.fold.watermark_ms, self.seal.watermark_ms)
         self._publish(Fold(self.fold.generation + 1, base, base, watermark, now_ms))
@@ -161,6 +172,24 @@ class LakeWriter:
         save_seal(self.config.data, self.seal)
         self.started = True
         return stats
+
+    def _fold_leftovers(self, now_ms: int) -> IngestStats:
+        """Move the rows of a previous run's deltas into the minute files and publish that.
+
+        The journal normally holds them too (the replay after ``applied_seq`` would write
+        them again), but a journal that lost its end (power loss under ``--fsync os``, a
+        restored backup) does not: the deltas are then their only copy."""
+        leftovers = [d for d in list_deltas(self.config.data) if d.last_seq > self.fold.base_seq]
+        if not leftovers:
+            return IngestStats()
+        top = max(d.last_seq for d in leftovers)
+        old = self.fold
+        watermark = max(old.watermark_ms, self.seal.watermark_ms)
+        everything = Fold(old.generation + 1, top, top, watermark, now_ms)
+        result = self.ingest.fold(leftovers, old, everything, now_ms)
+        self._publish(Fold(everything.generation, top, top, watermark, now_ms))
+        log.info("event=leftover_deltas_folded deltas=%d to_seq=%d", len(leftovers), top)
+        return result.stats
 
     def _reflush(self, until_seq: int, *, stoppable: bool = True) -> IngestStats:
         """Read the frames after the last flushed one back from the journal, as deltas."""

@@ -78,7 +78,8 @@ def test_a_journal_behind_the_lake_loses_no_new_frame(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for _ in range(2):
         record(recorder_config(data, CRYPTO), SIM, 1.5)
-    seen = max(lake_table(data)["seq"].to_pylist())
+    before = set(lake_table(data)["seq"].to_pylist())
+    seen = max(before)
     newest = list_segments(journal_dir(data))[-1]
     newest.path.unlink()  # the journal's end is lost (power loss under --fsync os)
     record(recorder_config(data, CRYPTO), SIM, 1.5)
@@ -88,3 +89,5 @@ def test_a_journal_behind_the_lake_loses_no_new_frame(tmp_path: Path) -> None:
     lake = lake_table(data)["seq"].to_pylist()
     assert len(lake) == len(set(lake)), "a seq is stored twice"
     assert new and new <= set(lake), "every new frame reaches the lake"
+    # The lost segment's ticks were in the lake (files or deltas): they stay there.
+    assert before <= set(lake), f"ticks the lake held are gone: {sorted(before - set(lake))[:5]}"
