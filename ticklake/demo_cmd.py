@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -96,9 +98,10 @@ def run(ns: argparse.Namespace) -> int:
     with logging_to_file(data / LOG_FILE) as log_file:
         printed = asyncio.run(run_demo(data, ns.minutes, ns.rate))
     print(f"\n{printed} windows printed. The data is in {data}, the log in {log_file}. Try:")
-    print(f'  .venv/bin/ticklake sql --data {data} "FROM seed_features ORDER BY open_time"')
-    print(f'  .venv/bin/ticklake sql --data {data} "FROM bars_5m"')
-    print(f"  .venv/bin/ticklake status --data {data}")
+    cli = _cli()
+    print(f'  {cli} sql --data {data} "FROM seed_features ORDER BY open_time"')
+    print(f'  {cli} sql --data {data} "FROM bars_5m"')
+    print(f"  {cli} status --data {data}")
     return 0
 
 
@@ -110,3 +113,15 @@ COMMAND: Final = Command(
     add_arguments=add_arguments,
     run=run,
 )
+
+
+def _cli() -> str:
+    """How to run ``ticklake`` again: this interpreter's script, relative to the working
+    directory when inside it (``.venv/bin/ticklake`` after ``make demo``), else its name."""
+    script = Path(sys.executable).with_name("ticklake")
+    if not script.is_file():
+        return "ticklake"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script) if shutil.which("ticklake") != str(script) else "ticklake"
