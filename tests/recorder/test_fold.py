@@ -94,7 +94,13 @@ def test_sigkill_at_each_step_of_a_fold_and_a_replay_loses_and_doubles_nothing(
     with Simulator.in_thread(config) as sim:
         for step in steps:
             process = start(data, sim.url, log, step)
-            code = process.wait(timeout=30)
+            try:
+                code = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()  # never leave a recorder running behind the test
+                process.wait()
+                tail = log.read_text()[-2000:]
+                raise AssertionError(f"{step}: not reached in 30 s\n{tail}") from None
             assert code == -signal.SIGKILL, f"{step}: exited {code}\n{log.read_text()[-2000:]}"
             while sim.connections:
                 time.sleep(0.01)
