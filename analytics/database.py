@@ -7,11 +7,11 @@ connection is open (a read-only one blocks the writer, the writer blocks readers
 logging who holds the file, until its timeout.
 
 Invariants:
-- the schema is ``sql/schema.sql`` (version 1) plus the numbered ``MIGRATIONS`` after it
-  (``sql/migrate_*.sql``);
+- the schema is ``analytics/sql/schema.sql`` (version 1) plus the numbered ``MIGRATIONS`` after it
+  (``analytics/sql/migrate_*.sql``);
   ``meta.schema_version`` is the last one applied, each in its own transaction with the
   version bump; a database newer than this code is refused, never downgraded;
-- the views (``sql/views.sql``) are re-created by the writer when that file or the data
+- the views (``analytics/sql/views.sql``) are re-created by the writer when that file or the data
   directory changes (``meta.views_signature``); a reader whose data directory moved gets a
   temporary ``ticks`` view over the right lake, so readers never need write access;
 - every connection runs with ``TimeZone = 'UTC'``;

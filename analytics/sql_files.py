@@ -1,9 +1,9 @@
 """The SQL files ticklake ships: the schema, its migrations, the views and the examples.
 
-They sit in the checkout's ``sql/`` folder, which is installed as the package
-``analytics.sql`` (``pyproject.toml``: ``package-dir``, ``package-data``), so a wheel carries
-them and they are found the same way from a wheel, an editable install or the checkout:
-through :mod:`importlib.resources`, never by a path relative to this file.
+They sit in ``analytics/sql/``, the package ``analytics.sql`` (``pyproject.toml``:
+``package-data``), so a wheel carries them and they are found the same way from a wheel, an
+editable install or the checkout: through :mod:`importlib.resources`, never by a path
+relative to this file.
 """
 
 from __future__ import annotations

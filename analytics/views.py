@@ -1,4 +1,4 @@
-"""The views of ``sql/views.sql`` for one data directory, and when they need re-creating.
+"""The views of ``analytics/sql/views.sql`` for one data directory, and when they need re-creating.
 
 ``{{lake}}`` in the file stands for the lake's ``read_parquet(...)`` expression
 (``lake.layout.duckdb_read_sql``), ``{{ticker_lake}}`` for one ticker's
@@ -42,7 +42,7 @@ TICKER_PLACEHOLDER: Final = "{{ticker_lake}}"
 
 
 def views_sql(lake: Path, *, empty: bool = False) -> str:
-    """``sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``),
+    """``analytics/sql/views.sql`` with the lake substituted (an empty typed relation if ``empty``),
     and ``{{ticker_lake}}`` with one ticker's expression (``ticks`` filtered while the
     lake has no placeholders yet)."""
     text = sql_text("views.sql")

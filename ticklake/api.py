@@ -117,7 +117,7 @@ class Lake:
     ) -> pa.Table:
         """Bars of ``width`` (``1m``, ``5m``, ``15m``, ``1h``, ``1d``: minutes, hours or days
         dividing a UTC day), derived exactly from the one-minute rows as the ``bars`` macro
-        does (``sql/views.sql``), by ticker and ``bar_start``. Every bar overlapping
+        does (``analytics/sql/views.sql``), by ticker and ``bar_start``. Every bar overlapping
         ``[start, end)`` comes whole: its minutes outside the range count too."""
         width_ms = bar_width_ms(width)
         lo, hi = time_range(start, end)

@@ -44,13 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
         "query", nargs="?", help='SQL to run (read-only), e.g. "FROM bars_5m LIMIT 5"'
     )
     parser.add_argument(
-        "--file", type=Path, metavar="FILE", help="run the SQL in FILE (e.g. sql/examples/...)"
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="run the SQL in FILE (e.g. analytics/sql/examples/...)",
     )
     parser.add_argument(
         "--example",
         choices=example_names(),
         metavar="NAME",
-        help="run a shipped example (the same as sql/examples/NAME.sql): "
+        help="run a shipped example (the same as analytics/sql/examples/NAME.sql): "
         + ", ".join(example_names()),
     )
     parser.add_argument(

@@ -200,14 +200,14 @@ def test_the_data_has_the_hard_cases(data: Path) -> None:
 
 
 EXAMPLES = example_names()
-CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "sql" / "examples"
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "analytics" / "sql" / "examples"
 
 
 def test_there_are_examples_for_what_users_start_from() -> None:
     names = set(EXAMPLES)
     assert {"latest_bar", "day_bars", "gap_windows", "silent_minutes", "late_windows"} <= names
     assert "moving_average" in names
-    # the shipped examples are the checkout's sql/examples (README runs them by path)
+    # the shipped examples are the checkout's analytics/sql/examples (README runs them by path)
     assert names == {p.stem for p in CHECKOUT_EXAMPLES.glob("*.sql")}
     assert example_text("latest_bar") == (CHECKOUT_EXAMPLES / "latest_bar.sql").read_text()
     with pytest.raises(KeyError, match="latest_bar"):

@@ -87,7 +87,7 @@ def _read_both_ways(
     root: Path,
 ) -> tuple[list[str], list[dict[str, object]], list[tuple[object, ...]]]:
     """(columns, rows by seq) of a ``ticks`` view and ``ticks_of`` macro made as
-    sql/views.sql makes them, and the macro's rows for AAPL."""
+    analytics/sql/views.sql makes them, and the macro's rows for AAPL."""
     with duckdb.connect() as con:
         con.execute(f"CREATE VIEW ticks AS SELECT * FROM {duckdb_read_sql(root)}")
         one = duckdb_ticker_sql(root, "symbol", "day")

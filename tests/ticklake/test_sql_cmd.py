@@ -295,7 +295,7 @@ def test_a_database_outside_the_data_directory_is_still_read(
     assert code == 1 and "is not allowed" in err  # its directory is not opened to queries
 
 
-CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "sql" / "examples"
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "analytics" / "sql" / "examples"
 
 
 @pytest.mark.parametrize("example", example_names())
