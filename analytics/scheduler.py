@@ -41,6 +41,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from analytics.job import AnalyticsJob, JobConfig, JobResult
 from lake.clock import Clock
+from lake.errors import first_line
 
 __all__ = ["DURATION_BUCKETS", "RunTotals", "Scheduler", "run_second", "start_scheduler"]
 
@@ -157,7 +158,7 @@ class Scheduler:
         try:  # shielded: a cancelled tick must not orphan the run's result
             result = self.last_result = await asyncio.shield(self._running)
         except Exception as exc:  # logged by the job; the next minute retries
-            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            error = first_line(exc)
         finally:
             self.totals.add(time.perf_counter() - started, result, error, clock.now())
             self._running = None

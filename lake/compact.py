@@ -56,6 +56,7 @@ from lake.atomic import (
 )
 from lake.datadir import TICKS_DIR, TRASH_DIR
 from lake.dedupe import merge_ticks
+from lake.errors import first_line
 from lake.history import ensure_placeholder, read_day, tier_lock, write_day
 from lake.layout import (
     HIDDEN_MARKER,
@@ -152,7 +153,7 @@ def compact_eligible(
         try:
             _visit(rules, ticker, date, folder, result)
         except (OSError, pa.ArrowException, CompactionError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             log.error(
                 "event=compaction_failed ticker=%s date=%s reason=%s",
                 logfmt(ticker),

@@ -1,8 +1,9 @@
-"""The lake's errors: what a failed read or write of a lake file raises."""
+"""The lake's errors: what a failed read or write of a lake file raises, and how any error
+is said in one line."""
 
 from __future__ import annotations
 
-__all__ = ["LakeError", "LakeReadError", "LakeStopped", "LakeWriteError"]
+__all__ = ["LakeError", "LakeReadError", "LakeStopped", "LakeWriteError", "first_line"]
 
 
 class LakeError(Exception):
@@ -19,3 +20,9 @@ class LakeReadError(LakeError):
 
 class LakeStopped(LakeError):
     """A write was asked to stop part-way (the process is shutting down)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: its message's first line, or its type's name if it has none."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

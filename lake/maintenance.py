@@ -33,7 +33,7 @@ from typing import Any
 from lake.atomic import atomic_write_bytes, make_dirs_durable
 from lake.compact import CompactionPlan, plan_compaction
 from lake.datadir import HISTORY_DIR, MAINTENANCE_FILE, MAINTENANCE_LOCK, TICKS_DIR
-from lake.errors import LakeReadError
+from lake.errors import LakeReadError, first_line
 from lake.layout import lake_days
 from lake.retention import first_kept_date
 from lake.utc import DAY_MS, day_start_ms
@@ -133,7 +133,7 @@ def load_record(data: Path) -> MaintenanceRecord | None:
     try:
         return MaintenanceRecord.from_json(raw)
     except (ValueError, TypeError) as exc:  # also JSON's and UTF-8's errors
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise MaintenanceStateError(
             f"{path} is damaged ({reason}); the next maintenance run replaces it"
         ) from exc

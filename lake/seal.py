@@ -26,7 +26,7 @@ from typing import Any
 
 from lake.atomic import atomic_write_bytes
 from lake.datadir import SEAL_FILE
-from lake.errors import LakeReadError
+from lake.errors import LakeReadError, first_line
 from lake.utc import MINUTE_MS, floor_minute_ms
 
 _COUNTERS = ("watermark_ms", "applied_seq", "next_late_id")
@@ -120,7 +120,7 @@ def load_seal(data_dir: Path) -> SealState:
     try:
         return SealState.from_json(raw)
     except ValueError as exc:  # also JSON's and UTF-8's errors
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise SealError(
             f"{path} is damaged ({reason}); it holds the seal watermark and the last "
             "applied journal seq, which ticklake does not guess: restore it from a backup, "

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from lake.atomic import fsync_directory, make_dirs_durable
 from lake.datadir import QUARANTINE_DIR, TICKS_DIR
 from lake.deltas import DELTA_GLOB, ensure_deltas_dir
+from lake.errors import first_line
 from lake.history import ensure_placeholder
 from lake.layout import (
     HIDDEN_MARKER,
@@ -122,7 +123,7 @@ def _problem(path: Path) -> str | None:
     except FileNotFoundError:
         return ""
     except (OSError, pa.ArrowException, ValueError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc)
         return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
     return None
 

@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from typing import Final
 
 from lake import failpoints
-from lake.errors import LakeError, LakeStopped
+from lake.errors import LakeError, LakeStopped, first_line
 from lake.recent import RECENT
 from recorder.ingest import IngestStats
 from recorder.journal import JournalError
@@ -203,7 +203,7 @@ def _cycle(writer: LakeWriter, work: Work) -> Report:
         stopped = True
     except (LakeError, JournalError, OSError) as exc:
         # A full disk or an unwritable folder: the journal keeps the frames.
-        failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        failure = first_line(exc)
     except Exception as exc:  # a fault nobody foresaw: a failed cycle, not a crash loop
         log.exception("event=cycle_error")
         failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

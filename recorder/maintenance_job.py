@@ -40,7 +40,7 @@ from lake.atomic import dead_temporaries
 from lake.clock import Clock
 from lake.compact import DEFAULT_GRACE_S, DEFAULT_HORIZON_S, CompactionError, compact_eligible
 from lake.datadir import JOURNAL_LOCK, DataLockedError, WriterLock, journal_dir
-from lake.errors import LakeError
+from lake.errors import LakeError, first_line
 from lake.logfmt import logfmt
 from lake.maintenance import (
     MaintenanceRecord,
@@ -127,7 +127,7 @@ def run_maintenance(
             try:
                 step(data, now, config, record, stop)
             except _STEP_ERRORS as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
                 log.error("event=maintenance_step_failed step=%s reason=%s", name, logfmt(reason))
                 record.failures.append(f"{name}: {reason}")
         record.finished_ms = int(clock.now() * 1000)

@@ -45,7 +45,7 @@ from typing import Final
 
 from lake.clock import Clock, SystemClock
 from lake.datadir import JOURNAL_DIR, SESSIONS_FILE
-from lake.errors import LakeError, LakeStopped
+from lake.errors import LakeError, LakeStopped, first_line
 from lake.logfmt import logfmt
 from lake.minutes import clean_temporaries
 from lake.seal import load_seal, watermark_at
@@ -314,7 +314,7 @@ class Recorder:
                 # frames, which the next cycle reads back from it.
                 self._backlog = _Backlog()
                 self._catching_up = True
-                self._failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self._failed(first_line(exc))
             else:
                 self._recovered()
 

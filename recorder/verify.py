@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 from lake.clock import Clock
 from lake.datadir import WriterLock, journal_dir
 from lake.dedupe import conform, content_keys
+from lake.errors import first_line
 from lake.layout import duckdb_read_sql
 from lake.maintenance import MaintenanceStateError, load_record
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
@@ -278,7 +279,7 @@ def _try_load_lake(data: Path, scratch: duckdb.DuckDBPyConnection) -> str | None
     try:
         _load_lake(data, scratch)
     except duckdb.Error as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return first_line(exc)
     return None
 
 
