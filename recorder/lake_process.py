@@ -47,7 +47,6 @@ __all__ = ["LakeProcess", "LakeWriterLost"]
 log = logging.getLogger(__name__)
 NAME: Final = "ticklake-lake"
 _PR_SET_PDEATHSIG: Final = 1
-_MAX_FD: Final = 1 << 16
 
 
 class LakeWriterLost(LakeError):
@@ -166,7 +165,7 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
     # Close what the fork copied (the journal's lock, sockets, the pipe's other end): a
     # socket the parent closes must close, and the lock must die with the parent.
     os.closerange(3, conn.fileno())
-    os.closerange(conn.fileno() + 1, max(_MAX_FD, os.sysconf("SC_OPEN_MAX")))
+    os.closerange(conn.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     captured = _Captured()
     logging.getLogger().handlers = [captured]

@@ -84,12 +84,44 @@ class RecorderConfig:
 @dataclass
 class _Backlog:
     frames: list[str] = field(default_factory=list)
-    seqs: list[range] = field(default_factory=list)
-    received: list[int] = field(default_factory=list)
-    size: int = 0  # characters of frame text held
+    seqs: list[range] = field(default_factory=list)  # one range per batch
+    received: list[int] = field(default_factory=list)  # per batch
+    sizes: list[int] = field(default_factory=list)  # characters of frame text, per batch
+    size: int = 0  # characters of frame text held: sum(sizes)
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def add(self, texts: list[str], seqs: range, received_at_us: int) -> None:
+        chars = sum(map(len, texts))
+        self.frames.extend(texts)
+        self.seqs.append(seqs)
+        self.received.append(received_at_us)
+        self.sizes.append(chars)
+        self.size += chars
+
+    def split(self, frames: int) -> tuple[_Backlog, _Backlog]:
+        """The first whole batches holding ``frames`` frames or a little more, and the rest."""
+        taken = batches = 0
+        while taken < frames and batches < len(self.seqs):
+            taken += len(self.seqs[batches])
+            batches += 1
+        head_size = sum(self.sizes[:batches])
+        head = _Backlog(
+            self.frames[:taken],
+            self.seqs[:batches],
+            self.received[:batches],
+            self.sizes[:batches],
+            head_size,
+        )
+        rest = _Backlog(
+            self.frames[taken:],
+            self.seqs[batches:],
+            self.received[batches:],
+            self.sizes[batches:],
+            self.size - head_size,
+        )
+        return head, rest
 
 
 class Recorder:
@@ -187,10 +219,7 @@ class Recorder:
         if self._catching_up:
             return
         backlog = self._backlog
-        backlog.frames.extend(texts)
-        backlog.seqs.append(seqs)
-        backlog.received.append(received_at_us)
-        backlog.size += sum(map(len, texts))
+        backlog.add(texts, seqs, received_at_us)
         if len(backlog) >= FLUSH_FRAMES:
             self._wake.set()  # a burst: flush now, not at the next interval
         held = backlog.size + self._in_flight
@@ -248,15 +277,7 @@ class Recorder:
         if len(backlog) <= FLUSH_FRAMES:
             self._backlog = _Backlog()
             return backlog
-        taken, batches = 0, 0
-        while taken < FLUSH_FRAMES:
-            taken += len(backlog.seqs[batches])
-            batches += 1
-        head = _Backlog(backlog.frames[:taken], backlog.seqs[:batches], backlog.received[:batches])
-        head.size = sum(map(len, head.frames))
-        rest = _Backlog(backlog.frames[taken:], backlog.seqs[batches:], backlog.received[batches:])
-        rest.size = backlog.size - head.size
-        self._backlog = rest
+        head, self._backlog = backlog.split(FLUSH_FRAMES)
         self._wake.set()
         return head
 
