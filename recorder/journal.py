@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Protocol
 from lake.atomic import fsync_directory
 from lake.datadir import DataLockedError, WriterLock
 from lake.logfmt import logfmt
+from recorder.durations import Durations
 from recorder.journal_read import ReadOptions, RecordRange, read_batches
 from recorder.journal_recovery import QUARANTINE_DIR, recover_journal
 from recorder.segment import (
@@ -178,6 +179,7 @@ class Journal:
         self.repairs: tuple[JournalRepair, ...] = ()  # torn tails cut on open
         self.quarantined: tuple[DamagedRange, ...] = ()  # damage moved to quarantine on open
         self.skipped: list[DamagedRange] = []  # damage the reads of this object skipped
+        self.fsync_seconds = Durations()  # every fsync of a segment, for the metrics
         self._open_file: Callable[[Path], SegmentFile] = _create_file
         self._writer_lock: WriterLock | None = None
         self._file: SegmentFile | None = None
@@ -326,7 +328,8 @@ class Journal:
             return
         target, fd = self._written_seq, os.dup(self._file.fileno())  # rotation may close ours
         try:
-            await asyncio.to_thread(os.fsync, fd)
+            with self.fsync_seconds.timed():
+                await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
             self._stop(f"fsync failed: {exc}")
             raise JournalWriteError.from_os(self._seg_path, exc) from exc
@@ -487,7 +490,8 @@ class Journal:
         if self._file is None:
             return
         try:
-            os.fsync(self._file.fileno())
+            with self.fsync_seconds.timed():
+                os.fsync(self._file.fileno())
         except OSError as exc:
             self._stop(f"fsync failed: {exc}")
             raise JournalWriteError.from_os(self._seg_path, exc) from exc

@@ -10,7 +10,10 @@ In order, each step independent of the others (one that fails is listed in the r
 3. *compaction*: hide sealed days past the recompute horizon behind one day file each and
    delete the minute files of days hidden for longer than the grace period
    (``lake.compact``), ``COMPACT_BATCH`` days at a time so a stop request is heard;
-4. *journal pruning*: delete the oldest segments older than ``journal_retention_days``
+4. *offload* (with a ``lake_url``): upload compacted days older than ``offload_after_days``
+   to the object store, verify them, and remove the local copies verified more than the
+   grace period ago (``lake.offload``);
+5. *journal pruning*: delete the oldest segments older than ``journal_retention_days``
    whose every seq the lake has applied (``seal.applied_seq``), by ``Journal.prune``'s rule.
 
 Invariants (safe beside a running recorder):
@@ -22,7 +25,10 @@ Invariants (safe beside a running recorder):
   ``ticklake record``, whose recorder prunes its journal every hour) the step is skipped
   with a one-line note; a segment holding a seq above ``applied_seq`` is never pruned;
 - one run at a time (``lake.maintenance.maintenance_lock``); each run ends by replacing
-  ``state/maintenance.json`` atomically with what it did.
+  ``state/maintenance.json`` atomically with what it did;
+- every call of :func:`run_maintenance` in this process counts once in :data:`OUTCOMES`
+  (``ok``, ``failed``: a step failed, ``busy``: another run was working, ``error``: it
+  raised), which ``record --metrics-port`` serves.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -43,12 +50,15 @@ from lake.datadir import JOURNAL_LOCK, DataLockedError, WriterLock, journal_dir
 from lake.errors import LakeError, first_line
 from lake.logfmt import logfmt
 from lake.maintenance import (
+    MaintenanceBusyError,
     MaintenanceRecord,
     MaintenanceStateError,
     load_record,
     maintenance_lock,
     save_record,
 )
+from lake.offload import DEFAULT_OFFLOAD_AFTER_DAYS, offload_days
+from lake.remote import bind_remote
 from lake.retention import (
     RetentionConfig,
     RetentionError,
@@ -60,19 +70,33 @@ from lake.seal import load_seal
 from lake.utc import DAY_S
 from recorder.journal import JournalError, prune_segments
 
-__all__ = ["COMPACT_BATCH", "MaintenanceConfig", "run_maintenance"]
+__all__ = ["COMPACT_BATCH", "OUTCOMES", "MaintenanceConfig", "outcome_counts", "run_maintenance"]
 
 log = logging.getLogger(__name__)
 COMPACT_BATCH: Final = 8  # days compacted between two looks at the stop flag
 _STEP_ERRORS: Final = (
     OSError,
-    LakeError,
+    LakeError,  # also lake.remote.RemoteError
     JournalError,
     CompactionError,
     RetentionError,
     pa.ArrowException,
 )
 Stop = threading.Event | None
+OUTCOMES: Final = ("ok", "failed", "busy", "error")
+_outcomes: Counter[str] = Counter()
+_outcomes_lock = threading.Lock()
+
+
+def outcome_counts() -> dict[str, int]:
+    """How many runs of this process ended in each of :data:`OUTCOMES` (zeros included)."""
+    with _outcomes_lock:
+        return {outcome: _outcomes[outcome] for outcome in OUTCOMES}
+
+
+def _count(outcome: str) -> None:
+    with _outcomes_lock:
+        _outcomes[outcome] += 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,8 @@ class MaintenanceConfig:
     tick_retention_days: float | None = None
     journal_retention_days: float = 30.0
     journal_pruned_by_recorder: bool = False
+    lake_url: str | None = None
+    offload_after_days: float = DEFAULT_OFFLOAD_AFTER_DAYS
 
     @property
     def retention(self) -> RetentionConfig:
@@ -108,7 +134,21 @@ def run_maintenance(
     MaintenanceBusyError when another run holds the maintenance lock (nothing is done).
     ``stop`` set: compaction ends after its current batch (the next run goes on).
     """
-    data = Path(data)
+    try:
+        record = _run(Path(data), clock, config, trigger, stop)
+    except MaintenanceBusyError:
+        _count("busy")
+        raise
+    except BaseException:
+        _count("error")
+        raise
+    _count("failed" if record.failures else "ok")
+    return record
+
+
+def _run(
+    data: Path, clock: Clock, config: MaintenanceConfig, trigger: str, stop: Stop
+) -> MaintenanceRecord:
     with maintenance_lock(data):
         now = clock.now()
         record = MaintenanceRecord(started_ms=int(now * 1000), trigger=trigger)
@@ -122,6 +162,7 @@ def run_maintenance(
             ("temporaries", _remove_temporaries),
             ("retention", _apply_retention),
             ("compaction", _compact),
+            ("offload", _offload),
             ("journal", _prune_journal),
         ):
             try:
@@ -198,6 +239,26 @@ def _compact(
             )
             break
     record.failures += [f"compaction: {failure}" for failure in failed]
+
+
+def _offload(
+    data: Path, now: float, config: MaintenanceConfig, record: MaintenanceRecord, stop: Stop
+) -> None:
+    if config.lake_url is None:
+        return
+    remote = bind_remote(data, config.lake_url)
+    done = offload_days(
+        data,
+        remote,
+        now,
+        after_days=config.offload_after_days,
+        grace=config.compaction_grace,
+        stop=stop,
+    )
+    record.days_offloaded += done.days_uploaded
+    record.offload_bytes += done.bytes_uploaded
+    record.local_days_removed += done.days_removed
+    record.failures += [f"offload: {failure}" for failure in done.failed]
 
 
 def _prune_journal(

@@ -51,6 +51,7 @@ from lake.minutes import clean_temporaries
 from lake.seal import load_seal, watermark_at
 from lake.sessions import SessionLog
 from lake.utc import DAY_S, HOUR_MS, MINUTE_MS
+from recorder.durations import Durations
 from recorder.feed import Feed, FeedConfig
 from recorder.ingest import IngestStats
 from recorder.journal import FsyncPolicy, Journal, JournalConfig, JournalError, JournalWriteError
@@ -157,6 +158,7 @@ class Recorder:
         self.feed = Feed(config.feed, config.tickers, self._on_frames, self.clock, self.sessions)
         self.stats = IngestStats()
         self.frames_dropped = 0  # frames the journal rejected (disk full) since it last wrote
+        self.lake_write_seconds = Durations()  # each cycle's work in the lake writer, for metrics
         self._dropping_since = 0.0  # receive time of the first of them, epoch s
         self.flushed_seq = 0  # every seq up to this is in a delta or a file
         self._backlog = _Backlog()
@@ -262,7 +264,8 @@ class Recorder:
                 catch_up_to=catch_up_to,
             )
             del backlog
-            report = await asyncio.to_thread(self.lake.submit, work)
+            with self.lake_write_seconds.timed():
+                report = await asyncio.to_thread(self.lake.submit, work)
         finally:
             self._in_flight = 0
         stats = self._take(report)

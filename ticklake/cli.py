@@ -2,8 +2,9 @@
 
 Settings come from ``ticklake.toml``, ``TICKLAKE_*`` variables and flags (see
 :mod:`ticklake.config`); ``ticklake COMMAND --help`` lists each with its variable. This
-module owns the flags every command has (``--config``, ``--log-level``, accepted before the
-command and after it; ``--version``), the order of the commands in ``--help``, logging
+module owns the flags every command has (``--config``, ``--log-level``, ``--log-format``,
+``-q/--quiet``, accepted before the command and after it; ``--version``), the order of the
+commands in ``--help``, their "examples:" epilogs (:mod:`ticklake.examples`), logging
 (:mod:`ticklake.logs`) and the exit status of a command that is interrupted (130) or stops
 with a message (a usage error, 2).
 
@@ -41,10 +42,18 @@ from ticklake import (
     verify_cmd,
 )
 from ticklake.commands import USAGE_ERROR, Command, usage_error
-from ticklake.config import ConfigError, add_options, bad_setting, check_known, load_file
-from ticklake.logs import LOG_LEVEL, configure
+from ticklake.config import (
+    BadSetting,
+    ConfigError,
+    bad_setting,
+    check_known,
+    load_file,
+    setting_default,
+)
+from ticklake.examples import epilog
+from ticklake.logs import LOG_FORMAT, LOG_LEVEL, QUIET, configure, effective_level
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "command_parsers", "main"]
 
 COMMANDS: Final[tuple[Command, ...]] = tuple(
     module.COMMAND
@@ -68,6 +77,8 @@ COMMANDS: Final[tuple[Command, ...]] = tuple(
 )
 """Every subcommand, in ``ticklake --help`` order."""
 INTERRUPTED: Final = 130
+LOGGING: Final = (LOG_LEVEL, LOG_FORMAT, QUIET)
+"""The settings of every command, before or after its name."""
 
 
 def _config_flag(parser: argparse.ArgumentParser) -> None:
@@ -76,17 +87,43 @@ def _config_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _log_level_flag(parser: argparse.ArgumentParser) -> None:
-    """``--log-level`` after the command: set only when given, else the top-level value."""
-    parser.add_argument(
-        LOG_LEVEL.flag,
-        dest=LOG_LEVEL.name,
-        type=LOG_LEVEL.parse,
-        choices=LOG_LEVEL.choices,
-        metavar=LOG_LEVEL.metavar,
-        default=argparse.SUPPRESS,
-        help=f"{LOG_LEVEL.help} (default: {LOG_LEVEL.default}); env {LOG_LEVEL.env}",
-    )
+def _logging_flags(parser: argparse.ArgumentParser, file_values: Mapping[str, Any] | None) -> None:
+    """``--log-level``, ``--log-format``, ``-q/--quiet``. Before the command (``file_values``
+    given) their defaults fold in the file and the environment; after it (None) they are set
+    only when given, so the value before the command stands otherwise."""
+    for option in LOGGING:
+        default: Any = argparse.SUPPRESS
+        if file_values is not None:
+            try:
+                default = setting_default(option, file_values, os.environ)
+            except ConfigError as exc:
+                default = BadSetting(exc)
+        shown = "" if option.default in (None, False) else f" (default: {option.default})"
+        help_text = f"{option.help}{shown}; env {option.env}"
+        if option is QUIET:
+            action = parser.add_argument(
+                "-q", QUIET.flag, dest=QUIET.name, action=argparse.BooleanOptionalAction
+            )
+            action.default, action.help = default, help_text  # argparse would add its own
+            continue
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.parse,
+            choices=option.choices,
+            metavar=option.metavar,
+            default=default,
+            help=help_text,
+        )
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Argparse's own, but an "examples:" epilog keeps its lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
 
 
 def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
@@ -94,7 +131,7 @@ def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
     raises ConfigError for a setting no command knows (a value that does not parse is left
     for :func:`ticklake.config.bad_setting`)."""
     check_known(
-        [LOG_LEVEL, *(option for command in COMMANDS for option in command.settings)],
+        [*LOGGING, *(option for command in COMMANDS for option in command.settings)],
         file_values,
         os.environ,
         [failpoints.ENV, *(name for command in COMMANDS for name in command.other_env)],
@@ -106,23 +143,33 @@ def build_parser(file_values: Mapping[str, Any]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ticklake {__version__}")
     _config_flag(parser)
-    add_options(parser, [LOG_LEVEL], file_values)
+    _logging_flags(parser, file_values)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --config is read before parsing (it decides the defaults); each command accepts it too,
-    # and --log-level.
+    # and the logging flags.
     common = argparse.ArgumentParser(add_help=False)
     _config_flag(common)
-    _log_level_flag(common)
+    _logging_flags(common, None)
     for command in COMMANDS:
         command_parser = sub.add_parser(
             command.name,
             parents=[common],
             help=command.help,
             description=command.description,
+            epilog=epilog(command.name),
+            formatter_class=_HelpFormatter,
         )
         command.add_arguments(command_parser, file_values)
         command_parser.set_defaults(handler=command.run)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser within ``parser`` (from :func:`build_parser`), by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _config_path(argv: Sequence[str]) -> Path | None:
@@ -145,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     error = bad_setting(ns)
     if error is not None:
         return usage_error(ns.command, error)
-    configure(ns.log_level)
+    configure(effective_level(ns.command, ns.log_level, ns.quiet), ns.log_format)
     try:
         code: int = ns.handler(ns)
     except KeyboardInterrupt:

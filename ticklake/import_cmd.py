@@ -33,7 +33,7 @@ from lake.importer import (
 from lake.utc import MINUTE_MS, iso_utc
 from ticklake.commands import Command, report_error, usage_error
 from ticklake.config import Option, add_options, bad_setting, positive_int
-from ticklake.logs import configure
+from ticklake.logs import configure, progress_stream
 from ticklake.options import DATA
 
 __all__ = [
@@ -121,7 +121,7 @@ def run(ns: argparse.Namespace, clock: Clock | None = None) -> int:
         history_before=history_before(started),
     )
     try:
-        progress = ProgressLines(sys.stderr, clock)
+        progress = ProgressLines(progress_stream(ns, sys.stderr), clock)
         stats = import_files(ns.data, ns.files, int(started * 1e6), options, progress)
     except DataLockedError as exc:
         return usage_error(NAME, f"a recorder is running on {ns.data}: {exc}")

@@ -15,8 +15,11 @@ Healthy means both of:
 
 Invariants: nothing is counted twice. :class:`RecorderCollector` reads the Recorder's own
 counters (the feed's per connection, the lake writer's reports accumulated in
-``Recorder.stats``, the seal mirror, the backlog) at scrape time, from the server's thread,
-and never writes to them. The server binds 127.0.0.1 unless told otherwise.
+``Recorder.stats``, the seal mirror, the backlog, the histograms of the journal's fsyncs and
+of the lake writer's cycles, the maintenance runs of this process) at scrape time, from the
+server's thread, and never writes to them. The last maintenance run is read from
+``state/maintenance.json`` (by whichever process ran it; 0 before the first run).
+The server binds 127.0.0.1 unless told otherwise.
 
 Needs the ``metrics`` extra (``pip install 'ticklake[metrics]'``): importing this module
 without prometheus-client raises ImportError, which ``record`` turns into a usage error.
@@ -37,12 +40,20 @@ from pathlib import Path
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from lake.datadir import journal_dir
 from lake.logfmt import logfmt
+from lake.maintenance import MaintenanceStateError, load_record
+from recorder.durations import DurationsSnapshot
 from recorder.feed import ConnectionState, ConnectionStatus
+from recorder.maintenance_job import outcome_counts
 from recorder.recorder import Recorder, RecorderConfig
 from recorder.wire.markets import is_open
 
@@ -183,7 +194,44 @@ class RecorderCollector(HealthCollector):
         yield _gauge(
             "ticklake_cycle_failures", "lake cycles failed in a row", recorder.cycle_failures
         )
+        yield _histogram(
+            "ticklake_journal_fsync_seconds",
+            "seconds each fsync of a journal segment took",
+            recorder.journal.fsync_seconds.snapshot(),
+        )
+        yield _histogram(
+            "ticklake_lake_write_seconds",
+            "seconds each cycle took in the lake writer (its frames appended as a delta)",
+            recorder.lake_write_seconds.snapshot(),
+        )
+        yield from _maintenance(recorder.config.data)
         yield _gauge("ticklake_healthy", "1 when /healthz answers 200", self.verdict() is None)
+
+
+def _maintenance(data: Path) -> Iterator[Metric]:
+    runs = CounterMetricFamily(
+        "ticklake_maintenance_runs",
+        "maintenance runs of this process, by outcome",
+        labels=["outcome"],
+    )
+    for outcome, count in outcome_counts().items():
+        runs.add_metric([outcome], count)
+    yield runs
+    try:
+        record = load_record(data)
+    except (MaintenanceStateError, OSError):
+        return  # damaged: `ticklake status` says so
+    yield _gauge(
+        "ticklake_maintenance_last_run_timestamp_seconds",
+        "when the last maintenance run (of any process) finished, epoch seconds; 0: never",
+        0 if record is None else record.finished_ms / 1000,
+    )
+
+
+def _histogram(name: str, documentation: str, durations: DurationsSnapshot) -> Metric:
+    return HistogramMetricFamily(
+        name, documentation, buckets=durations.cumulative(), sum_value=durations.sum
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -1,14 +1,15 @@
 """``ticklake sql``: one read-only query on the features database, its result printed.
 
 Runs one query (or the statements of ``--file`` or of a shipped ``--example``; the last
-one's result is shown) on a
-read-only connection, retrying while the job writes (it holds the database for
-milliseconds a minute), closes it before printing, and writes the result as
-:mod:`ticklake.sql_output` formats it: a table fits the terminal's width when stdout is
-one (``--max-width`` sets another, 0 none). The query reads the database and the files under
-the data directory, nothing else, and writes nothing (:mod:`ticklake.sql_sandbox`). An SQL
-error is printed whole (DuckDB's hint, candidates and caret are lines of their own). Exit
-status 1 for an SQL error or a statement that is not allowed, 2 when the query, the data
+one's result is shown) on a read-only connection, retrying while the job writes (it holds
+the database for milliseconds a minute), closes it before printing, and writes the result
+as :mod:`ticklake.sql_output` formats it: on a terminal a table is drawn by DuckDB's own
+renderer within the terminal's width (``--max-width`` sets another, 0 none); elsewhere it
+is plain aligned text (cut to ``--max-width`` when given), stable for scripts. The query
+reads the database and the files under the data directory, nothing else, and writes
+nothing (:mod:`ticklake.sql_sandbox`). An SQL error is printed whole (DuckDB's hint,
+candidates and caret are lines of their own). Exit status 1 for an SQL error or a statement
+that is not allowed, 2 when the query, the data
 directory or the database cannot be read.
 """
 
@@ -64,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any
         "--max-width",
         type=non_negative_int,
         metavar="COLUMNS",
-        help="cut table cells (with …) to fit this many characters a line; 0: never "
-        "(default: the terminal's width when stdout is one, else never)",
+        help="fit a table in this many characters a line (cells cut with …, columns left "
+        "out); 0: never (default: the terminal's width when stdout is one, else never)",
     )
     parser.add_argument(
         "--timeout",
@@ -100,7 +101,7 @@ def run(ns: argparse.Namespace) -> int:
     if table is None:
         return 0
     try:
-        write_result(table, ns.format, ns.output, table_width(ns))
+        write_result(table, ns.format, ns.output, table_width(ns), box=_on_terminal(ns))
     except OSError as exc:
         return usage_error(NAME, f"cannot write {ns.output}: {exc.strerror}")
     return 0
@@ -114,12 +115,16 @@ def _query_text(ns: argparse.Namespace) -> str:
     return str(ns.query)
 
 
+def _on_terminal(ns: argparse.Namespace) -> bool:
+    return ns.output is None and sys.stdout.isatty()
+
+
 def table_width(ns: argparse.Namespace) -> int | None:
     """The width a table must fit: ``--max-width`` (0: none), else the terminal's when the
     table goes to a terminal, else none."""
     if ns.max_width is not None:
         return int(ns.max_width) or None
-    if ns.output is None and sys.stdout.isatty():
+    if _on_terminal(ns):
         return shutil.get_terminal_size().columns
     return None
 

@@ -4,14 +4,19 @@ Parquet; float32 prices shown with the decimals that were sent, NULL as ``NULL``
 writes them: ISO 8601 in UTC with milliseconds and a ``Z`` (``2024-04-16T14:00:00.000Z``;
 a time without a zone is taken as UTC).
 
-A table given a width (the terminal's, or ``--max-width``) fits in it: the widest columns
-are cut first, to a common width, their cells ending in ``…``. No column is cut below
-:data:`MIN_WIDTH` characters: when that is still too wide, the columns on the right that do
-not fit are left out, a last ``…`` column and the row count say so.
+A table on a terminal is drawn by DuckDB's own renderer (:func:`box_table`: boxes, the
+column types, the middle columns left out when they do not fit, as the ``duckdb`` shell
+shows them) within the terminal's width (or ``--max-width``), never narrower than
+:data:`BOX_MIN_WIDTH`, the least DuckDB draws. Anywhere else (a pipe, a file) a table is the
+plain aligned text of :func:`format_table`, stable for scripts: given a width it fits in it,
+the widest columns cut first, to a common width, their cells ending in ``…``. No column is
+cut below :data:`MIN_WIDTH` characters: when that is still too wide, the columns on the
+right that do not fit are left out, a last ``…`` column and the row count say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Final
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -26,22 +32,38 @@ import pyarrow.parquet as pq
 
 from lake.utc import iso_utc
 
-__all__ = ["FORMATS", "MIN_WIDTH", "fit_widths", "format_table", "write_result"]
+__all__ = [
+    "BOX_MIN_WIDTH",
+    "FORMATS",
+    "MIN_WIDTH",
+    "box_table",
+    "fit_widths",
+    "format_table",
+    "write_result",
+]
 
 FORMATS: Final = ("table", "csv", "json", "parquet")
 SEPARATOR: Final = " | "
 ELLIPSIS: Final = "…"
 MIN_WIDTH: Final = 10
 """The narrowest a column is cut to (nine characters and the ellipsis)."""
+BOX_MIN_WIDTH: Final = 80
+"""DuckDB's renderer draws no table narrower than this, whatever width it is given."""
+UNLIMITED: Final = 1 << 20
 _TO_MS: Final = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 """Per timestamp unit: (multiply, then floor-divide) to get epoch milliseconds."""
 
 
 def write_result(
-    table: pa.Table, form: str, output: Path | None, max_width: int | None = None
+    table: pa.Table,
+    form: str,
+    output: Path | None,
+    max_width: int | None = None,
+    *,
+    box: bool = False,
 ) -> None:
     """Write ``table`` in ``form`` to ``output`` (stdout if None; parquet needs a file);
-    a ``table`` within ``max_width`` characters when given."""
+    a ``table`` within ``max_width`` characters when given, drawn by DuckDB with ``box``."""
     if form == "parquet":
         assert output is not None
         pq.write_table(table, output, compression="zstd")
@@ -53,6 +75,8 @@ def write_result(
     elif form == "json":
         lines = (json.dumps(row, default=str) + "\n" for row in _json_rows(table))
         _emit("".join(lines).encode(), output)
+    elif box:
+        _emit(box_table(table, max_width).encode(), output)
     else:
         text, hidden = _table(table, max_width)
         rows = f"{table.num_rows} {'row' if table.num_rows == 1 else 'rows'}"
@@ -68,6 +92,23 @@ def _emit(data: bytes, output: Path | None) -> None:
         stream.flush()
     else:
         output.write_bytes(data)
+
+
+def box_table(table: pa.Table, max_width: int | None = None) -> str:
+    """``table`` as DuckDB's renderer draws it, every row, within ``max_width`` characters
+    (None: no bound; at least :data:`BOX_MIN_WIDTH`); times with a zone shown in UTC."""
+    with duckdb.connect() as con:
+        with contextlib.suppress(duckdb.Error):  # without ICU there are no zones to convert
+            con.execute("SET TimeZone = 'UTC'")
+        relation = con.from_arrow(table)
+        drawn = io.StringIO()
+        with contextlib.redirect_stdout(drawn):  # show() prints through Python's stdout
+            relation.show(
+                max_width=max_width or UNLIMITED,
+                max_rows=max(table.num_rows, 1),
+                null_value="NULL",
+            )
+    return drawn.getvalue().rstrip("\n") + "\n"
 
 
 def format_table(table: pa.Table, max_width: int | None = None) -> str:

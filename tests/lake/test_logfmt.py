@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lake.logfmt import logfmt
+from lake.logfmt import logfmt, parse_logfmt
 
 # A logfmt pair as parsers read it: a bare value runs to the next space and holds no quote
 # or equals sign; a quoted one is a JSON string.
@@ -55,3 +55,39 @@ def test_a_line_of_such_values_parses_back_exactly() -> None:
     }
     line = "event=test " + " ".join(f"{k}={logfmt(v)}" for k, v in values.items())
     assert parse(line) == {"event": "test", **values}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["stopped", "", "EURUSD=X", 'say "hi"', "line\nnext\tend", "\x00\x7f\xa0", "\udc80", "é x"],
+)
+def test_parse_logfmt_reads_back_what_logfmt_wrote(value: str) -> None:
+    assert parse_logfmt(f"event=x value={logfmt(value)} n=1") == {
+        "event": "x",
+        "value": value,
+        "n": 1,
+    }
+
+
+def test_bare_numbers_are_numbers_and_everything_else_is_text() -> None:
+    line = 'a=12 b=-0.5 c=1e-3 d=007 e=inf f=nan g=1.2.3 h="12" i=0 j=AAPL'
+    assert parse_logfmt(line) == {
+        "a": 12,
+        "b": -0.5,
+        "c": 0.001,
+        "d": "007",  # a leading zero: an identifier, not a number
+        "e": "inf",  # JSON has no infinity
+        "f": "nan",
+        "g": "1.2.3",
+        "h": "12",  # quoted: text
+        "i": 0,
+        "j": "AAPL",
+    }
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["", "Scheduler started", "event=x stray", 'event=x reason="open', "event=x  double=space"],
+)
+def test_a_line_that_is_not_logfmt_parses_to_none(line: str) -> None:
+    assert parse_logfmt(line) is None

@@ -191,7 +191,7 @@ def test_log_level_goes_before_or_after_the_command_in_any_case(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     parser = build_parser({})
-    assert parser.parse_args(["status"]).log_level == "INFO"
+    assert parser.parse_args(["status"]).log_level is None  # the command's own (ticklake.logs)
     assert parser.parse_args(["status", "--log-level", "debug"]).log_level == "DEBUG"
     assert parser.parse_args(["--log-level", "Error", "status"]).log_level == "ERROR"
     after = parser.parse_args(["--log-level", "error", "status", "--log-level", "warning"])
@@ -199,6 +199,31 @@ def test_log_level_goes_before_or_after_the_command_in_any_case(
     monkeypatch.setenv("TICKLAKE_LOG_LEVEL", "debug")
     assert build_parser({}).parse_args(["status"]).log_level == "DEBUG"
     monkeypatch.setenv("TICKLAKE_LOG_LEVEL", "loud")
+    assert main(["status", "--data", str(tmp_path)]) == 2
+
+
+def test_log_format_and_quiet_go_where_log_level_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser({})
+    ns = parser.parse_args(["sql", "x"])
+    assert (ns.log_format, ns.quiet) == ("text", False)
+    assert parser.parse_args(["sql", "--log-format", "JSON", "x"]).log_format == "json"
+    assert parser.parse_args(["--log-format", "json", "sql", "x"]).log_format == "json"
+    for argv in (["-q", "backfill"], ["backfill", "-q"], ["--quiet", "backfill"]):
+        assert parser.parse_args([*argv, "--start", "2026-01-01", "--end", "2026-01-02"]).quiet
+    monkeypatch.setenv("TICKLAKE_LOG_FORMAT", "json")
+    monkeypatch.setenv("TICKLAKE_QUIET", "yes")
+    ns = build_parser({}).parse_args(["status", "--no-quiet"])
+    assert (ns.log_format, ns.quiet) == ("json", False)  # the flag wins over the variable
+    monkeypatch.delenv("TICKLAKE_LOG_FORMAT")
+    monkeypatch.delenv("TICKLAKE_QUIET")
+    config = tmp_path / "ticklake.toml"
+    config.write_text("log_format = 'json'\nquiet = true\nlog_level = 'debug'\n")
+    ns = build_parser(load_file(config)).parse_args(["status"])
+    assert (ns.log_format, ns.quiet, ns.log_level) == ("json", True, "DEBUG")
+    monkeypatch.setenv("TICKLAKE_LOG_FORMAT", "xml")
     assert main(["status", "--data", str(tmp_path)]) == 2
 
 

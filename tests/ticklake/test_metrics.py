@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lake.clock import SystemClock
+from lake.maintenance import MaintenanceBusyError, maintenance_lock
+from recorder.durations import Durations
+from recorder.maintenance_job import MaintenanceConfig, run_maintenance
 from recorder.recorder import Recorder
 from tests.kit.recorder import CRYPTO, record, recorder_config
 from ticklake.cli import main
@@ -95,6 +99,76 @@ def test_metrics_grow_while_recording_and_match_the_recorder(tmp_path: Path) -> 
     assert value(final, "ticklake_connections_open") == 0
     served = {name for name, _ in final}
     assert contrib_metric_names() <= served, "contrib/ names a metric nobody serves"
+
+
+def histogram(samples: Samples, name: str) -> tuple[float, float, float]:
+    """(count, sum, observations in the +Inf bucket) of a histogram without labels."""
+    return (
+        value(samples, f"{name}_count"),
+        value(samples, f"{name}_sum"),
+        value(samples, f"{name}_bucket", le="+Inf"),
+    )
+
+
+def test_fsync_and_lake_write_histograms_and_maintenance_runs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    servers: list[MetricsServer] = []
+    scrapes: list[Samples] = []
+    records = []
+
+    def maintain(recorder: Recorder) -> None:
+        config = MaintenanceConfig(journal_pruned_by_recorder=True)
+        records.append(run_maintenance(data, SystemClock(), config, trigger="daily"))
+        with maintenance_lock(data), pytest.raises(MaintenanceBusyError):
+            run_maintenance(data, SystemClock(), config)  # another run is working: busy
+
+    async def probe(recorder: Recorder, _sim: Simulator) -> None:
+        server = MetricsServer("127.0.0.1", 0)
+        servers.append(server)
+        server.serve(RecorderCollector(recorder))
+        await asyncio.sleep(0.8)
+        scrapes.append(await asyncio.to_thread(scrape, server))
+        await asyncio.to_thread(maintain, recorder)
+        await asyncio.sleep(0.8)
+        scrapes.append(await asyncio.to_thread(scrape, server))
+
+    try:
+        run = record(
+            recorder_config(data, CRYPTO), SimulatorConfig(rate=20, seed=5), 2.0, probe=probe
+        )
+    finally:
+        for server in servers:
+            server.close()
+
+    first, second = scrapes
+    for name in ("ticklake_journal_fsync_seconds", "ticklake_lake_write_seconds"):
+        count, total, inf = histogram(first, name)
+        later_count, later_total, _ = histogram(second, name)
+        assert 0 < count == inf <= later_count and 0 < total <= later_total, name
+        buckets = [v for (n, _), v in second.items() if n == f"{name}_bucket"]
+        assert buckets == sorted(buckets) and len(buckets) > 5  # cumulative, as Prometheus reads
+    fsyncs = run.recorder.journal.fsync_seconds.snapshot()
+    assert fsyncs.count >= histogram(second, "ticklake_journal_fsync_seconds")[0]
+
+    runs = "ticklake_maintenance_runs_total"
+    grew = {
+        outcome: value(second, runs, outcome=outcome) - value(first, runs, outcome=outcome)
+        for outcome in ("ok", "failed", "busy", "error")
+    }
+    assert grew == {"ok": 1, "failed": 0, "busy": 1, "error": 0}
+    last = "ticklake_maintenance_last_run_timestamp_seconds"
+    assert value(first, last) == 0  # no run yet in this data directory
+    assert value(second, last) == records[0].finished_ms / 1000
+
+
+def test_durations_land_in_one_bucket_each() -> None:
+    durations = Durations(bounds=(0.01, 0.1))
+    for seconds in (0.005, 0.01, 0.05, 3.0):
+        durations.observe(seconds)
+    snap = durations.snapshot()
+    assert snap.counts == (2, 1, 1) and snap.count == 4  # a bound's own value is in its bucket
+    assert snap.cumulative() == [("0.01", 2), ("0.1", 3), ("+Inf", 4)]
+    assert snap.sum == pytest.approx(3.065)
 
 
 def contrib_metric_names() -> set[str]:

@@ -8,6 +8,10 @@ import argparse
 import csv
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -311,3 +315,31 @@ def test_an_example_goes_alone(data, capsysbinary) -> None:
     assert code == 2 and "one of them" in err
     with pytest.raises(SystemExit):
         parse(["--example", "no_such_example"])
+
+
+def test_on_a_terminal_duckdb_draws_the_table_within_its_width(data: Path) -> None:
+    main, tty = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TICKLAKE_")}
+    query = "SELECT *, repeat('x', 200) AS filler FROM features"
+    with subprocess.Popen(
+        [sys.executable, "-m", "ticklake.cli", "sql", "--data", str(data), query],
+        stdout=tty,
+        stderr=subprocess.PIPE,
+        env={**environ, "COLUMNS": "100"},
+    ) as process:
+        os.close(tty)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
+    os.close(main)
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines[0].startswith("┌") and lines[1].startswith("│")
+    assert max(map(len, lines)) == 100  # the terminal's width, the middle columns left out
+    assert any("EURUSD=X" in line for line in lines)

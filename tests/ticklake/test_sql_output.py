@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ticklake.sql_output import MIN_WIDTH, fit_widths, format_table, shown_columns, write_result
+from ticklake.sql_output import (
+    BOX_MIN_WIDTH,
+    MIN_WIDTH,
+    box_table,
+    fit_widths,
+    format_table,
+    shown_columns,
+    write_result,
+)
 
 
 def test_format_table_handles_empty_results_and_booleans() -> None:
@@ -83,3 +91,21 @@ def test_json_times_are_iso_utc_with_milliseconds_and_z(
             "day": None,
         },
     ]
+
+
+def test_duckdb_draws_a_terminal_table_within_the_width() -> None:
+    wide = pa.table({f"col{i}": ["x" * 25] * 3 for i in range(12)})
+    lines = box_table(wide, 100).splitlines()
+    assert lines[0].startswith("┌") and max(map(len, lines)) == 100  # columns left out: "…"
+    assert "12 columns" in lines[-1]
+    assert max(map(len, box_table(wide, 40).splitlines())) == BOX_MIN_WIDTH  # DuckDB's least
+    moment = dt.datetime(2024, 4, 16, 14, 0, 5, tzinfo=dt.UTC)
+    table = pa.table(
+        {
+            "close": pa.array([184.38, None], pa.float32()),
+            "at": pa.array([moment, moment], pa.timestamp("ms", tz="UTC")),
+        }
+    )
+    drawn = box_table(table, None)
+    assert "184.38" in drawn and "NULL" in drawn  # the decimals that were sent
+    assert "2024-04-16 14:00:05" in drawn  # in UTC, whatever the machine's zone
