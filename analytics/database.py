@@ -45,6 +45,10 @@ from analytics.views import reader_ticks_view, signature, views_to_create
 from lake.backoff import Backoff
 from lake.clock import Clock, SystemClock
 from lake.datadir import database_file
+from lake.errors import first_line
+from lake.layout import remote_lake
+from lake.logfmt import logfmt
+from lake.remote import RemoteError
 from lake.schema import TIME_TYPE
 from lake.utc import MINUTE_MS
 
@@ -161,11 +165,12 @@ def open_db(
         if read_only:
             _check_version(con, path)
             if lake is not None:
+                register_remote(con, lake)
                 _attach_lake(con, lake)
         else:
             migrate(con)
             if lake is not None:
-                ensure_views(con, lake)
+                _update_views(con, lake)
     except BaseException:
         con.close()
         raise
@@ -325,6 +330,24 @@ def ensure_views(con: duckdb.DuckDBPyConnection, lake: Path) -> bool:
         raise
     log.info("event=db_views_created lake=%s", lake)
     return True
+
+
+def register_remote(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """Let ``con`` read the object store the lake's views read (``lake.remote``), if any."""
+    remote = remote_lake(lake)
+    if remote is not None:
+        remote.register(con)
+
+
+def _update_views(con: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """``ensure_views`` for the writer; an object store it cannot reach now (creating a
+    view lists it) leaves the views as they were, with one line: the writer works from the
+    files, and the next open tries again."""
+    try:
+        register_remote(con, lake)
+        ensure_views(con, lake)
+    except (RemoteError, duckdb.IOException, duckdb.HTTPException) as exc:
+        log.warning("event=db_views_not_updated lake=%s reason=%s", lake, logfmt(first_line(exc)))
 
 
 def _attach_lake(con: duckdb.DuckDBPyConnection, lake: Path) -> None:

@@ -48,7 +48,9 @@ from analytics.lookback import (
 from lake.errors import LakeReadError
 from lake.history import read_day, read_day_minutes
 from lake.index import FileKey, LakeIndex, file_key, minute_path
+from lake.offload import readable
 from lake.recent import RECENT
+from lake.remote import RemoteDay
 from lake.schema import LAKE_SCHEMA, TIME_TYPE
 from lake.utc import DAY_MS, MINUTE_MS
 
@@ -170,7 +172,7 @@ class _Located:
     keys: dict[str, list[FileKey | None]] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
     recent: list[pa.Table] = field(default_factory=list)
-    days: list[tuple[str, Path, Minutes]] = field(default_factory=list)
+    days: list[tuple[str, Path | RemoteDay, Minutes]] = field(default_factory=list)
 
     def add_minute_files(self, index: LakeIndex, ticker: str, minutes: NDArray[np.int64]) -> None:
         """``minutes`` of a day without a day file: their minute files, if any."""
@@ -357,7 +359,7 @@ def _load_schema(columns: tuple[str, ...]) -> pa.Schema:
 
 def read_sources(
     paths: Sequence[Path],
-    days: Sequence[tuple[str, Path, Minutes]],
+    days: Sequence[tuple[str, Path | RemoteDay, Minutes]],
     columns: Sequence[str],
     recent: Sequence[pa.Table] = (),
     tickers: pa.Array | None = None,
@@ -419,7 +421,9 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 def _read_days(
-    days: Sequence[tuple[str, Path, Minutes]], columns: Sequence[str], tickers: pa.Array | None
+    days: Sequence[tuple[str, Path | RemoteDay, Minutes]],
+    columns: Sequence[str],
+    tickers: pa.Array | None,
 ) -> pa.Table:
     """The rows of these (ticker, day file, minutes), in order, as one table: ``id``
     dictionary-encoded over ``tickers`` (or the days' tickers in order), built once."""
@@ -436,12 +440,12 @@ def _read_days(
     return _as(table.select(list(columns)), load_schema(columns))
 
 
-def _read_day(path: Path, minutes: Minutes, columns: list[str]) -> pa.Table:
+def _read_day(path: Path | RemoteDay, minutes: Minutes, columns: list[str]) -> pa.Table:
     try:
         if len(minutes) == DAY_MS // MINUTE_MS:
-            return read_day(path, columns, dictionary=["market_hours"])
+            return read_day(readable(path), columns, dictionary=["market_hours"])
         starts = np.asarray(minutes, np.int64).tolist()
-        return read_day_minutes(path, starts, columns, dictionary=["market_hours"])
+        return read_day_minutes(readable(path), starts, columns, dictionary=["market_hours"])
     except (OSError, pa.ArrowException) as exc:
         reason = str(exc).splitlines()[0]
         raise LakeReadError(f"cannot read {path}: {reason}; move a damaged file aside") from exc

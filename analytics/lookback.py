@@ -162,7 +162,7 @@ def last_reading(
         found, row = cache.get(ticker, minute, key)
         if found:
             return row, 0
-    table = read_minutes(index.root, ticker, [minute], columns)
+    table = read_minutes(index.root, ticker, [minute], columns, index.remote)
     if table.num_rows == 0:
         return None, 0
     valid = np.flatnonzero(pc.is_valid(table["day_volume"]).to_numpy())

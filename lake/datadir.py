@@ -9,6 +9,8 @@
         .deleting/             minute folders a compaction retired, until readers let go
       deltas/                  the open edge: one file per flush, fold markers (lake.deltas)
       history/                 the day tier: ticker=/date=/part.parquet (lake.history)
+                               .offloaded.json in a date folder: the day is in the object
+                               store (lake.offload)
         .lock                  compaction's lock
       state/seal.json          seal watermark, applied journal seq, late windows (lake.seal)
       state/sessions.jsonl     connection sessions (lake.sessions)
@@ -19,6 +21,7 @@
       state/maintenance.lock   held while a maintenance run works (lake.maintenance)
       state/recorder.json      the running recorder: PID, start, last frame per connection
                                (recorder.state; stale once the writer's lock is free)
+      state/lake_url.json      the object store this directory offloads days to (lake.remote)
       quarantine.jsonl         bad frames and refused symbols (lake.quarantine)
       quarantine/              damaged journal bytes (recorder.journal_recovery) and damaged
                                lake files moved aside by ``verify --repair``
@@ -55,6 +58,7 @@ ANALYTICS_LOCK_FILE: Final = Path(STATE_DIR, "analytics.lock")
 MAINTENANCE_FILE: Final = Path(STATE_DIR, "maintenance.json")
 MAINTENANCE_LOCK: Final = Path(STATE_DIR, "maintenance.lock")
 RECORDER_STATE_FILE: Final = Path(STATE_DIR, "recorder.json")
+LAKE_URL_FILE: Final = Path(STATE_DIR, "lake_url.json")
 QUARANTINE_DIR: Final = "quarantine"
 QUARANTINE_FILE: Final = "quarantine.jsonl"
 DATABASE_FILE: Final = "ticklake.duckdb"

@@ -18,6 +18,8 @@ NAMES: Final = (
     "fold_published",  # the marker is out, the seal not yet saved
     "replay_files_written",  # start-up catch-up wrote its minute files, no marker yet
     "delta_written",  # a flush wrote its delta
+    "offload_uploaded",  # a day's object is written, its marker still says uploading
+    "offload_verified",  # a day's object is verified, its local copy not yet removed
 )
 
 

@@ -10,6 +10,7 @@ the minute files, and only after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -17,9 +18,13 @@ from pathlib import Path
 from typing import Final
 
 from lake.datadir import HISTORY_DIR, TICKS_DIR
-from lake.layout import PART_NAME, history_file, lake_days, ticker_dir
+from lake.history import day_minutes
+from lake.layout import PART_NAME, decode_ticker, encode_ticker, history_file, lake_days, ticker_dir
 from lake.minutes import list_minutes, list_tickers
+from lake.offload import day_source, readable
 from lake.recent import FileKey, file_key
+from lake.remote import RemoteDay, RemoteLake
+from lake.symbols import SymbolError
 from lake.utc import DAY_MS, MINUTE_MS, day_start_ms, utc_date
 
 __all__ = ["FileKey", "LakeIndex", "file_key", "minute_path"]
@@ -37,24 +42,38 @@ class LakeIndex:
     the next run), and a day compacted meanwhile keeps its minute files for a grace period.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: RemoteLake | None = None) -> None:
+        """``remote``: an object store whose days count too, each found by one listing of
+        its ticker's prefix per index (without it: only the days offloaded from ``root``,
+        which its history folders name, ``lake.offload``)."""
         self.root = Path(root)
+        self.remote = remote
         self._tickers: list[str] | None = None
         self._dates: dict[tuple[str, int], list[int]] = {}
-        self._day_files: dict[tuple[str, int], Path | None] = {}
+        self._day_files: dict[tuple[str, int], Path | RemoteDay | None] = {}
+        self._remote_days: dict[str, dict[int, RemoteDay]] = {}
 
     def tickers(self) -> list[str]:
         if self._tickers is None:
-            self._tickers = list_tickers(self.root)
+            found = set(list_tickers(self.root))
+            if self.remote is not None:
+                found.update(self.days())
+            self._tickers = sorted(found)
         return self._tickers
 
     def days(self) -> dict[str, set[int]]:
         """Per ticker, the UTC day numbers (epoch ms // ``DAY_MS``) with a folder in either
-        tier: one listing per ticker and tier, no file opened."""
+        tier or an object in ``remote``: one listing per ticker and tier (one of the whole
+        object store), no file opened."""
         found: dict[str, set[int]] = {}
         for tier in (TICKS_DIR, HISTORY_DIR):
             for ticker, date, _ in lake_days(self.root, tier):
                 found.setdefault(ticker, set()).add(day_start_ms(date) // DAY_MS)
+        if self.remote is not None:
+            for value, date, _ in self.remote.days():
+                with contextlib.suppress(SymbolError):
+                    ticker = decode_ticker(value)
+                    found.setdefault(ticker, set()).add(day_start_ms(date) // DAY_MS)
         return found
 
     def minutes(self, ticker: str, start_ms: int, end_ms: int) -> list[int]:
@@ -76,15 +95,22 @@ class LakeIndex:
             lo = hi
         return found
 
-    def day_file(self, ticker: str, day: int) -> Path | None:
-        """The history file of (ticker, UTC day number), if the day is compacted."""
+    def day_file(self, ticker: str, day: int) -> Path | RemoteDay | None:
+        """The day file of (ticker, UTC day number), if the day is compacted: local, or its
+        object in the object store (``lake.offload.day_source``)."""
         key = (ticker, day)
         if key not in self._day_files:
             path = _history_path(self.root, ticker, day)
-            self._day_files[key] = path if os.path.isfile(path) else None
+            if os.path.isfile(path):
+                self._day_files[key] = path
+            else:
+                source = day_source(self.root, ticker, _date(day))
+                if source is None and self.remote is not None:
+                    source = self._remote_day(ticker, day)
+                self._day_files[key] = source
         return self._day_files[key]
 
-    def source(self, ticker: str, minute: int) -> Path:
+    def source(self, ticker: str, minute: int) -> Path | RemoteDay:
         """The file that holds (or would hold) a minute's ticks: its day's history file when
         the day is compacted, else its minute file."""
         return self.day_file(ticker, minute // DAY_MS) or minute_path(self.root, ticker, minute)
@@ -92,8 +118,21 @@ class LakeIndex:
     def _listing(self, ticker: str, day: int) -> list[int]:
         key = (ticker, day)
         if key not in self._dates:
-            self._dates[key] = list_minutes(self.root, ticker, _date(day))
+            source = self.day_file(ticker, day)
+            if source is None:
+                self._dates[key] = list_minutes(self.root, ticker, _date(day))
+            else:
+                self._dates[key] = day_minutes(readable(source))
         return self._dates[key]
+
+    def _remote_day(self, ticker: str, day: int) -> RemoteDay | None:
+        assert self.remote is not None
+        if ticker not in self._remote_days:
+            listed = self.remote.days(encode_ticker(ticker))
+            self._remote_days[ticker] = {
+                day_start_ms(date) // DAY_MS: found for _, date, found in listed
+            }
+        return self._remote_days[ticker].get(day)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from lake.atomic import list_names
 from lake.datadir import DELTAS_DIR, HISTORY_DIR, TICKS_DIR
 from lake.deltas import DELTA_GLOB, FOLD_GLOB, PLACEHOLDER_NAME, latest_fold
+from lake.remote import PLACEHOLDER_FOLDER, RemoteLake, remote_of
 from lake.schema import LAKE_SCHEMA, LEGACY_COLUMNS, LEGACY_SOURCES, TICK_SCHEMA
 from lake.symbols import SymbolError, validate_symbol
 from lake.utc import MINUTE_MS
@@ -82,6 +83,7 @@ __all__ = [
     "parse_history_file",
     "parse_minute_dir",
     "pyarrow_partitioning",
+    "remote_lake",
     "ticker_dir",
 ]
 
@@ -236,7 +238,9 @@ def history_placeholder(root: Path) -> Path:
 # -- readers ----------------------------------------------------------------------------------
 
 
-def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> str:
+def duckdb_read_sql(
+    root: Path | str, hidden: Sequence[str] | None = None, remote: RemoteLake | None = None
+) -> str:
     """One expression, usable as ``FROM <expr>``, over every tick of both tiers.
 
     Columns: LAKE_SCHEMA's, then ``date`` (DATE), ``minute`` (VARCHAR ``HHMM``, UTC;
@@ -255,10 +259,53 @@ def duckdb_read_sql(root: Path | str, hidden: Sequence[str] | None = None) -> st
     ``test_duckdb_lists_every_history_day_before_the_history_files``). Days already hidden
     when the expression is built are also filtered out of the minute glob by constants,
     so DuckDB prunes those files unopened and their deletion cannot fail the query.
+
+    The object store (``lake.remote``: ``remote``, else the one the data directory names)
+    comes first: a (ticker, date) it lists is served from it, every other from the local
+    tiers as above. The connection must be able to read it (``RemoteLake.register``).
     """
     base, quoted = _lake_root(root)
     legacy = _legacy(base)
-    return _with_deltas(base, _files_sql(base, quoted, hidden, legacy), legacy=legacy)
+    files = _files_sql(base, quoted, hidden, legacy)
+    store = _remote(base, remote)
+    if store is not None:
+        files = _with_remote(files, f"'{store.sql_root}/{HISTORY_GLOB}'", legacy=legacy)
+    return _with_deltas(base, files, legacy=legacy)
+
+
+def remote_lake(root: Path | str, remote: RemoteLake | None = None) -> RemoteLake | None:
+    """The object store a reader of ``root`` must register on its connection: ``remote``,
+    else the one the data directory names; None when neither holds a day yet."""
+    return _remote(_lake_root(root)[0], remote)
+
+
+def _remote(base: Path, remote: RemoteLake | None) -> RemoteLake | None:
+    """The object store to read: the one the data directory is bound to (its placeholder
+    was written before the binding: no request), else ``remote`` if it holds any day (one
+    request; RemoteError when it cannot be reached)."""
+    bound = remote_of(base)
+    if bound is not None and (remote is None or remote.url == bound.url):
+        return bound
+    if remote is None:
+        return None
+    return remote if remote.has_placeholder() else None
+
+
+def _with_remote(files_sql: str, day_files: str, where: str = "", *, legacy: bool) -> str:
+    """``files_sql`` (the local tiers) with the object store's days: each (ticker, date)
+    its listing ``day_files`` holds from the object store, every other from ``files_sql``
+    (``lake.remote``: a local day file outlives its upload by a grace period)."""
+    rows = _read_parquet_sql(day_files, _HISTORY_TYPES_SQL, ", allow_empty = true", legacy=legacy)
+    days = (
+        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
+        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
+        f"FROM read_blob({day_files})"
+    )
+    return (
+        f"(SELECT l.* FROM {files_sql} AS l ANTI JOIN ({days}) AS r "
+        f"ON l.ticker = r.ticker AND l.date = r.date "
+        f"UNION ALL SELECT * FROM ({_HISTORY_ROWS} FROM {rows}){where})"
+    )
 
 
 def _files_sql(base: Path, quoted: str, hidden: Sequence[str] | None, legacy: bool) -> str:
@@ -307,7 +354,11 @@ def _with_deltas(base: Path, files_sql: str, where: str = "", *, legacy: bool) -
 
 
 def duckdb_ticker_sql(
-    root: Path | str, symbol: str, day: str | None = None, hidden: Sequence[str] | None = None
+    root: Path | str,
+    symbol: str,
+    day: str | None = None,
+    hidden: Sequence[str] | None = None,
+    remote: RemoteLake | None = None,
 ) -> str | None:
     """``duckdb_read_sql`` for one ticker: ``symbol`` is a SQL expression (a macro's
     parameter) giving the symbol, ``day`` one giving a DATE or NULL (every day); only that
@@ -317,17 +368,45 @@ def duckdb_ticker_sql(
 
     The same exactly-once rule; each tier's glob is listed together with its placeholder
     (``allow_empty``: a ticker without files in a tier reads as no rows there). None unless
-    both placeholders exist (a lake no writer of this version has written to yet): then use
-    the whole-lake expression filtered by ticker.
+    both placeholders exist (a lake no writer of this version has written to yet) or the
+    object store (see ``duckdb_read_sql``) has days: then use the whole-lake expression
+    filtered by ticker. The object store's days of that ticker come first, as there.
     """
     base, quoted = _lake_root(root)
     placeholders = minute_placeholder(base), history_placeholder(base)
-    if not all(p.is_file() for p in placeholders):
+    store = _remote(base, remote)
+    local = all(p.is_file() for p in placeholders)
+    if not local and store is None:
         return None
     legacy = _legacy(base)
-    minute_ph, history_ph = (os.fspath(p).replace("'", "''") for p in placeholders)
     folder = f"replace({symbol}, '=', '%3D')"
     date = "'*'" if day is None else f"coalesce(strftime(CAST({day} AS DATE), '%Y-%m-%d'), '*')"
+    on_day = f" AND ({day} IS NULL OR {_DATE_OF_TIME} = CAST({day} AS DATE))" if day else ""
+    files = None
+    if local:
+        files = _local_ticker_sql(base, quoted, (symbol, folder, date), hidden, legacy)
+    if store is not None:
+        top = f"'{store.sql_root}/{HISTORY_DIR}/ticker='"
+        glob = f"{top} || {folder} || '/date=' || {date} || '/*.parquet'"
+        placeholder = f"'{store.sql_root}/{HISTORY_DIR}/{PLACEHOLDER_FOLDER}/{PART_NAME}'"
+        where = f" WHERE ticker = {symbol}"
+        files = _with_remote(files or _EMPTY_SQL, f"[{glob}, {placeholder}]", where, legacy=legacy)
+    assert files is not None
+    return _with_deltas(base, files, f" AND id = {symbol}{on_day}", legacy=legacy)
+
+
+def _local_ticker_sql(
+    base: Path,
+    quoted: str,
+    ticker: tuple[str, str, str],
+    hidden: Sequence[str] | None,
+    legacy: bool,
+) -> str:
+    """Both local tiers for one ticker (``duckdb_ticker_sql``): ``ticker`` is the SQL of
+    its symbol, its folder value and its date's folder value (or ``'*'``)."""
+    symbol, folder, date = ticker
+    placeholders = minute_placeholder(base), history_placeholder(base)
+    minute_ph, history_ph = (os.fspath(p).replace("'", "''") for p in placeholders)
     minute_glob = (
         f"'{quoted}/{TICKS_DIR}/ticker=' || {folder} || '/date=' || {date} || '/*/*.parquet'"
     )
@@ -341,9 +420,7 @@ def duckdb_ticker_sql(
     history_sql = _read_parquet_sql(history_files, _HISTORY_TYPES_SQL, empty, legacy=legacy)
     hidden = hidden_days_sql(base) if hidden is None else hidden
     days = f"read_blob({history_files}{empty})"
-    files = _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
-    on_day = f" AND ({day} IS NULL OR {_DATE_OF_TIME} = CAST({day} AS DATE))" if day else ""
-    return _with_deltas(base, files, f" AND id = {symbol}{on_day}", legacy=legacy)
+    return _exactly_once_sql(minute_sql, history_sql, days, hidden, f" AND u.ticker = {symbol}")
 
 
 def _lake_root(root: Path | str) -> tuple[Path, str]:

@@ -77,6 +77,9 @@ class MaintenanceRecord:
     ticks_kept_from: str | None = None  # YYYY-MM-DD: retention removed every earlier day
     journal_segments_pruned: int = 0
     temporaries_removed: int = 0
+    days_offloaded: int = 0  # day files uploaded to the object store and verified
+    offload_bytes: int = 0
+    local_days_removed: int = 0  # offloaded days whose local copy was removed (after grace)
     notes: list[str] = field(default_factory=list)  # steps skipped, and why
     failures: list[str] = field(default_factory=list)  # steps or days that failed, and why
 
@@ -90,6 +93,11 @@ class MaintenanceRecord:
             f"pruned {self.journal_segments_pruned} journal segments",
             f"removed {self.temporaries_removed} temporaries",
         ]
+        if self.days_offloaded or self.local_days_removed:
+            parts.append(
+                f"offloaded {self.days_offloaded} days ({self.offload_bytes:,} bytes), "
+                f"removed {self.local_days_removed} local copies"
+            )
         text = "; ".join(parts)
         if self.days_waiting:
             text += f"; {self.days_waiting} compacted days wait for the grace period"

@@ -67,7 +67,9 @@ from lake.layout import (
     parse_minute_dir,
 )
 from lake.logfmt import logfmt
+from lake.offload import check_writable, day_source, readable
 from lake.recent import RECENT, file_key, key_of
+from lake.remote import RemoteLake
 from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
 from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
 from lake.utc import MINUTE_MS, utc_date
@@ -157,6 +159,7 @@ def _write_rows(
     for i, start in enumerate(minutes):
         days.setdefault(utc_date(start), []).append(i)
     for date, indices in days.items():
+        check_writable(root, ticker, date)
         day_file = history_file(root, ticker, date)
         straight = (  # a past day the minute tier has never held: its history file directly
             history_before is not None
@@ -362,12 +365,15 @@ def read_minutes(
     ticker: str,
     minute_starts_ms: Iterable[int],
     columns: list[str] | None = None,
+    remote: RemoteLake | None = None,
 ) -> pa.Table:
     """The rows of exactly these minutes (missing ones skipped), in the order given.
 
     A minute of a compacted day is read from its day file (only the row groups that hold
     it); otherwise from its minute file. Each day is read from one tier, the day file
-    whenever it exists, so a day being compacted is never read twice or missed.
+    whenever it exists, so a day being compacted is never read twice or missed. A day
+    offloaded to the object store is read from there (``lake.offload.day_source``; given
+    ``remote``, any day that object store holds).
     """
     names = LAKE_SCHEMA.names if columns is None else columns
     unknown = [c for c in names if LAKE_SCHEMA.get_field_index(c) < 0]
@@ -383,7 +389,10 @@ def read_minutes(
     with_time = list(dict.fromkeys([*names, "time"]))
     for date, minutes in days.items():
         try:
-            day = read_day_minutes(history_file(Path(root), ticker, date), minutes, with_time)
+            source = day_source(Path(root), ticker, date, remote)
+            if source is None:
+                raise FileNotFoundError
+            day = read_day_minutes(readable(source), minutes, with_time)
         except FileNotFoundError:
             pass
         else:
@@ -438,11 +447,15 @@ def list_tickers(root: Path) -> list[str]:
     return sorted(tickers)
 
 
-def list_minutes(root: Path, ticker: str, date: dt.date) -> list[int]:
+def list_minutes(
+    root: Path, ticker: str, date: dt.date, remote: RemoteLake | None = None
+) -> list[int]:
     """Start (epoch ms) of every minute of ``ticker`` on UTC ``date`` that has a tick
-    (minute tier: a file; a compacted day: a row in its day file)."""
+    (minute tier: a file; a compacted day: a row in its day file, wherever it is)."""
     try:
-        return day_minutes(history_file(Path(root), ticker, date))
+        source = day_source(Path(root), ticker, date, remote)
+        if source is not None:
+            return day_minutes(readable(source))
     except FileNotFoundError:
         pass
     folder = date_dir(Path(root), ticker, date)

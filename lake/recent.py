@@ -29,6 +29,8 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.ipc
 
+from lake.remote import RemoteDay
+
 __all__ = ["RECENT", "FileKey", "RecentFiles", "file_key", "key_of"]
 
 FileKey = tuple[int, int, int]
@@ -41,8 +43,11 @@ def key_of(stat: os.stat_result) -> FileKey:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def file_key(path: Path | str) -> FileKey | None:
-    """The identity of the file at ``path``, None if it does not exist."""
+def file_key(path: Path | str | RemoteDay) -> FileKey | None:
+    """The identity of the file at ``path``, None if it does not exist (an object of the
+    object store: its ``RemoteDay.identity``)."""
+    if isinstance(path, RemoteDay):
+        return path.identity
     try:
         return key_of(os.stat(path))
     except FileNotFoundError:

@@ -3,12 +3,15 @@
 Compaction of sealed days past the recompute horizon, tick retention (``tick_retention_days``;
 without it ticks are kept forever), journal pruning (only when no recorder holds the
 writer's lock: a running recorder prunes its own journal every hour) and removal of dead
-writers' temporaries; ``state/maintenance.json`` records what it did, which ``ticklake
-status`` shows. ``record`` and ``analyze`` run the same job daily (``maintain_at``).
+writers' temporaries, and with ``--lake-url`` the offload of compacted days older than
+``offload_after_days`` to the object store (``lake.offload``); ``state/maintenance.json``
+records what it did, which ``ticklake status`` shows. ``record`` and ``analyze`` run the
+same job daily (``maintain_at``).
 
 Exit status 0, 1 when a step or a day failed (the others are done; the output says why), 2
-without a data directory, with contradictory retention settings, a damaged seal file, or
-while another maintenance run works.
+without a data directory, with contradictory retention settings, a damaged seal file, an
+object store that cannot be reached or differs from the one the data directory offloads to,
+or while another maintenance run works.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Final
 
 from lake.clock import SystemClock
 from lake.maintenance import MaintenanceBusyError
+from lake.remote import RemoteError, bind_remote
 from lake.retention import RetentionError
 from lake.seal import SealError, load_seal
 from recorder.maintenance_job import run_maintenance
@@ -29,6 +33,8 @@ from ticklake.options import (
     COMPACTION_GRACE,
     DATA,
     JOURNAL_RETENTION_DAYS,
+    LAKE_URL,
+    OFFLOAD_AFTER_DAYS,
     RECOMPUTE_HORIZON,
     TICK_RETENTION_DAYS,
     maintenance_config,
@@ -43,6 +49,8 @@ MAINTAIN_OPTIONS: Final = (
     COMPACTION_GRACE,
     TICK_RETENTION_DAYS,
     JOURNAL_RETENTION_DAYS,
+    LAKE_URL,
+    OFFLOAD_AFTER_DAYS,
 )
 
 
@@ -60,8 +68,10 @@ def run(ns: argparse.Namespace) -> int:
     try:
         config.check()
         load_seal(data)  # compaction and pruning go by it: a damaged one stops us here
+        if config.lake_url is not None:
+            bind_remote(data, config.lake_url).ensure_placeholder()  # reachable, one URL
         record = run_maintenance(data, SystemClock(), config)
-    except (RetentionError, SealError, MaintenanceBusyError) as exc:
+    except (RetentionError, SealError, MaintenanceBusyError, RemoteError) as exc:
         return usage_error(NAME, exc)
     print(record.summary())
     if record.days_waiting:

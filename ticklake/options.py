@@ -17,6 +17,8 @@ from typing import Final
 from analytics.database import WRITER_TIMEOUT
 from analytics.job import JobConfig
 from lake.compact import DEFAULT_GRACE_S
+from lake.offload import DEFAULT_OFFLOAD_AFTER_DAYS
+from lake.remote import RemoteError, RemoteLake
 from lake.symbols import SymbolError, parse_symbols
 from recorder.maintenance_job import MaintenanceConfig
 from ticklake.config import (
@@ -36,10 +38,12 @@ __all__ = [
     "DATA",
     "DATABASE",
     "JOURNAL_RETENTION_DAYS",
+    "LAKE_URL",
     "LATENESS",
     "LOCK_TIMEOUT",
     "MAINTAIN",
     "MAINTAIN_AT",
+    "OFFLOAD_AFTER_DAYS",
     "RECOMPUTE_HORIZON",
     "TICK_RETENTION_DAYS",
     "job_config",
@@ -117,7 +121,39 @@ MAINTAIN: Final = Option(
 MAINTAIN_AT: Final = Option(
     "maintain_at", time_of_day, "03:30", "UTC time of day of the daily maintenance", "HH:MM"
 )
-DAILY_MAINTENANCE_OPTIONS: Final = (MAINTAIN, MAINTAIN_AT, TICK_RETENTION_DAYS, COMPACTION_GRACE)
+
+
+def lake_url(text: str) -> str:
+    """An object-store URL the lake can offload to and read (``lake.remote``)."""
+    try:
+        return RemoteLake.parse(text).url
+    except RemoteError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+LAKE_URL: Final = Option(
+    "lake_url",
+    lake_url,
+    None,
+    "object store of compacted days: s3://bucket/prefix (endpoint and keys from AWS_*); "
+    "maintenance offloads there, readers read it",
+    "URL",
+)
+OFFLOAD_AFTER_DAYS: Final = Option(
+    "offload_after_days",
+    non_negative_float,
+    DEFAULT_OFFLOAD_AFTER_DAYS,
+    "days after which a compacted day goes to the object store (with --lake-url)",
+    "DAYS",
+)
+DAILY_MAINTENANCE_OPTIONS: Final = (
+    MAINTAIN,
+    MAINTAIN_AT,
+    TICK_RETENTION_DAYS,
+    COMPACTION_GRACE,
+    LAKE_URL,
+    OFFLOAD_AFTER_DAYS,
+)
 """The daily maintenance's own settings: for ``record`` and ``analyze``, which run it (with
 ``recompute_horizon`` and ``journal_retention_days``, which they take anyway)."""
 
@@ -158,4 +194,6 @@ def maintenance_config(ns: argparse.Namespace, *, in_recorder: bool = False) -> 
         tick_retention_days=ns.tick_retention_days,
         journal_retention_days=ns.journal_retention_days,
         journal_pruned_by_recorder=in_recorder,
+        lake_url=getattr(ns, "lake_url", None),
+        offload_after_days=getattr(ns, "offload_after_days", DEFAULT_OFFLOAD_AFTER_DAYS),
     )

@@ -9,7 +9,8 @@ Two layers, each enforced by itself:
   ``EXPORT``, ``ATTACH``, ``INSTALL``, ``LOAD``, a ``SET`` of a setting, ``PRAGMA``,
   ``CALL``, ``CREATE``, writes) is refused, and with it the whole script;
 - the connection (:func:`lock_down`): DuckDB's ``enable_external_access`` off with
-  ``allowed_directories`` = the data directory (the lake's views read its Parquet files),
+  ``allowed_directories`` = the data directory (the lake's views read its Parquet files)
+  and the prefix of its object store when it has one (``lake.remote``),
   so no file elsewhere is read or written and no URL is fetched; no extension installed or
   loaded, none auto-installed or auto-loaded; then ``lock_configuration``, so no statement
   can undo any of it. The database itself is opened read-only by the caller.
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Final
 
 import duckdb
+
+from lake.layout import remote_lake
 
 __all__ = ["ALLOWED", "SandboxError", "check_statements", "lock_down", "refusal"]
 
@@ -47,7 +50,12 @@ class SandboxError(Exception):
 def lock_down(con: duckdb.DuckDBPyConnection, data: Path) -> None:
     """Confine ``con`` to reading ``data`` (see the module docstring), for good."""
     root = str(Path(data).resolve()).rstrip("/") + "/"  # the slash: not data2/
-    con.execute("SET allowed_directories = ?", [[root]])
+    allowed = [root]
+    remote = remote_lake(data)
+    if remote is not None:  # the object store of its compacted days (lake.remote)
+        remote.register(con)
+        allowed.append(remote.sql_root.rstrip("/") + "/")
+    con.execute("SET allowed_directories = ?", [allowed])
     for setting in (
         "enable_external_access",
         "autoinstall_known_extensions",
