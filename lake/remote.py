@@ -232,7 +232,7 @@ class RemoteLake:
         if self.scheme != "s3":
             return
         try:
-            import s3fs  # type: ignore[import-untyped]
+            import s3fs
         except ImportError:
             raise RemoteError(
                 f"reading {self.url} needs the s3 extra: pip install 'ticklake[s3]'"

@@ -1,6 +1,7 @@
 """What the lake holds, per tier, and what retention removes next.
 
-Two tiers: ``minute`` (one file per ticker-minute) and ``history`` (one per ticker-day); the
+Two tiers: ``minute`` (one file per ticker-minute) and ``history`` (one per ticker-day), and
+the object store of offloaded days when the data directory has one (``lake.remote``); the
 journal reports itself in the same shape (``recorder.journal_status``). Counts come from
 metadata only, never from scanning rows: Parquet footers (row counts, ``time`` statistics).
 A file whose footer cannot be read, or that has no ``time`` timestamps, is not counted but
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from lake.atomic import list_names
 from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.layout import PART_NAME, lake_days
+from lake.remote import RemoteLake, remote_of
 from lake.retention import RetentionConfig, first_kept_date
 from lake.utc import DAY_MS, DAY_S, day_start_ms
 
@@ -32,6 +34,8 @@ __all__ = ["UNREADABLE_SHOWN", "TierStatus", "byte_text", "lake_status"]
 UNREADABLE_SHOWN: Final = 5
 """How many unreadable files a tier names (it counts them all)."""
 _TIME: Final = "time"  # LAKE_SCHEMA's event time
+REMOTE_FOOTERS: Final = 2000
+"""How many objects of the object store ``status`` reads the footer of (rows, times)."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,51 @@ def lake_status(
         if name.startswith("minute=")
     ]
     history = [(date, folder / PART_NAME) for _, date, folder in lake_days(root, HISTORY_DIR)]
-    return [
+    tiers = [
         _parquet_tier("minute", minute, now, retention, threads),
         _parquet_tier("history", history, now, retention, threads),
     ]
+    remote = remote_of(root)
+    if remote is not None:
+        tiers.append(_remote_tier(remote, threads))
+    return tiers
+
+
+def _remote_tier(remote: RemoteLake, threads: int) -> TierStatus:
+    """The object store (``lake.remote``): one listing, then the footers of up to
+    ``REMOTE_FOOTERS`` objects (two ranged reads each); above that, rows are a lower bound.
+    Retention does not reach it: the bucket's own lifecycle rules remove objects."""
+    days = list(remote.days())
+    read = days[:REMOTE_FOOTERS]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        footers = list(pool.map(lambda d: _remote_footer(remote, d[2].key), read))
+    found = [f for f in footers if not isinstance(f, _NoFooter)]
+    bad = [d[2] for d, f in zip(read, footers, strict=True) if f is _NoFooter.UNREADABLE]
+    return TierStatus(
+        f"object store {remote.url}",
+        len(days) - len(bad),
+        sum(f[0] for f in found),
+        len(read) == len(days),
+        sum(d[2].size for d in days) - sum(d.size for d in bad),
+        min((f[2] for f in found if f[2] is not None), default=None),
+        max((f[3] for f in found if f[3] is not None), default=None),
+        "nothing: the bucket's lifecycle rules decide",
+        None,
+        len(bad),
+        tuple(str(d) for d in bad[:UNREADABLE_SHOWN]),
+    )
+
+
+def _remote_footer(
+    remote: RemoteLake, key: str
+) -> tuple[int, int, int | None, int | None] | _NoFooter:
+    try:
+        meta = pq.read_metadata(key, filesystem=remote.filesystem)
+    except FileNotFoundError:
+        return _NoFooter.GONE
+    except (OSError, pa.ArrowException):
+        return _NoFooter.UNREADABLE
+    return _footer_values(meta, 0)
 
 
 def _parquet_tier(
@@ -116,6 +161,12 @@ def _footer(path: Path) -> tuple[int, int, int | None, int | None] | _NoFooter:
         return _NoFooter.GONE
     except (OSError, pa.ArrowException):
         return _NoFooter.UNREADABLE
+    return _footer_values(meta, size)
+
+
+def _footer_values(
+    meta: pq.FileMetaData, size: int
+) -> tuple[int, int, int | None, int | None] | _NoFooter:
     schema = meta.schema.to_arrow_schema()
     index = schema.get_field_index(_TIME)
     if index < 0 or not pa.types.is_timestamp(schema.field(index).type):

@@ -41,6 +41,7 @@ import pyarrow as pa
 from analytics.database import READER_TIMEOUT, database_path
 from lake.clock import SystemClock
 from lake.layout import duckdb_read_sql, duckdb_ticker_sql
+from lake.remote import RemoteError, bind_remote
 from lake.retention import RetentionConfig
 from lake.symbols import validate_symbol
 from lake.utc import DAY_MS, MINUTE_MS
@@ -63,13 +64,24 @@ def open(
     *,
     database: str | os.PathLike[str] | None = None,
     timeout: float = READER_TIMEOUT,
+    lake_url: str | None = None,
 ) -> Lake:
     """The data directory ``data`` (what ``--data`` names), read through :class:`Lake`.
 
     Nothing is opened yet; ``database`` is the features database when it is not
     ``DATA/ticklake.duckdb``; ``timeout`` is how long a call waits while the features job
-    writes (seconds). FileNotFoundError when ``data`` is not a directory."""
+    writes (seconds). ``lake_url``: the object store of compacted days (``s3://bucket/
+    prefix``); ``data`` is then bound to it (``state/lake_url.json``, created with ``data``
+    if missing: a machine without a recorder reads the object store alone). A data
+    directory whose maintenance offloads days is bound already. FileNotFoundError when
+    ``data`` is not a directory; ValueError (one line) for a URL that cannot be read."""
     root = Path(data)
+    if lake_url is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            bind_remote(root, lake_url, create=False)
+        except RemoteError as exc:
+            raise ValueError(str(exc)) from exc
     if not root.is_dir():
         raise FileNotFoundError(f"no data directory {root}")
     db = database_path(root) if database is None else Path(database)

@@ -17,8 +17,9 @@ from typing import Final
 from analytics.database import WRITER_TIMEOUT
 from analytics.job import JobConfig
 from lake.compact import DEFAULT_GRACE_S
+from lake.errors import first_line
 from lake.offload import DEFAULT_OFFLOAD_AFTER_DAYS
-from lake.remote import RemoteError, RemoteLake
+from lake.remote import RemoteError, RemoteLake, bind_remote
 from lake.symbols import SymbolError, parse_symbols
 from recorder.maintenance_job import MaintenanceConfig
 from ticklake.config import (
@@ -51,6 +52,7 @@ __all__ = [
     "retention_days",
     "tickers",
     "time_of_day",
+    "use_lake_url",
 ]
 
 
@@ -139,6 +141,23 @@ LAKE_URL: Final = Option(
     "maintenance offloads there, readers read it",
     "URL",
 )
+
+
+def use_lake_url(data: Path, url: str | None, *, create: bool = False) -> str | None:
+    """Bind the data directory ``data`` (created if missing: a machine that reads only the
+    object store has none yet) to the lake URL ``url`` given to a command, so every reader
+    of ``data`` reads it too (``lake.remote.bind_remote``; ``create``: a writer's first
+    offload). The problem in one line, or None (also without ``url``)."""
+    if url is None:
+        return None
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        bind_remote(data, url, create=create)
+    except (RemoteError, OSError) as exc:
+        return first_line(exc)
+    return None
+
+
 OFFLOAD_AFTER_DAYS: Final = Option(
     "offload_after_days",
     non_negative_float,

@@ -68,7 +68,7 @@ def read_lake(data: Path, query: str, params: Params = None) -> pa.Table:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        table = _run(con, data, query, params)
+        table = _run(con, data, query, params)  # lock_down registers the object store
     finally:
         con.close()
     if table is None:

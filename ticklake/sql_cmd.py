@@ -28,7 +28,7 @@ from analytics.database import READER_TIMEOUT, DatabaseError, database_path
 from analytics.sql_files import example_names, example_text
 from ticklake.commands import Command, data_problem, report_error, usage_error
 from ticklake.config import add_options, non_negative_int, positive_float
-from ticklake.options import DATA, DATABASE
+from ticklake.options import DATA, DATABASE, LAKE_URL, use_lake_url
 from ticklake.reader import read_database
 from ticklake.sql_output import FORMATS, write_result
 from ticklake.sql_sandbox import SandboxError
@@ -36,7 +36,7 @@ from ticklake.sql_sandbox import SandboxError
 __all__ = ["COMMAND", "SQL_OPTIONS", "add_arguments", "run", "table_width"]
 
 NAME: Final = "sql"
-SQL_OPTIONS: Final = (DATA, DATABASE)
+SQL_OPTIONS: Final = (DATA, DATABASE, LAKE_URL)
 
 
 def add_arguments(parser: argparse.ArgumentParser, file_values: Mapping[str, Any]) -> None:
@@ -86,7 +86,7 @@ def run(ns: argparse.Namespace) -> int:
         query = _query_text(ns)
     except OSError as exc:
         return usage_error(NAME, f"cannot read {ns.file}: {exc.strerror}")
-    problem = data_problem(ns.data)
+    problem = use_lake_url(ns.data, ns.lake_url) or data_problem(ns.data)
     if problem is not None:
         return usage_error(NAME, problem)
     try:

@@ -28,6 +28,7 @@ from lake.maintenance import (
     next_daily_run_ms,
     plan_maintenance,
 )
+from lake.remote import RemoteError
 from lake.retention import RetentionConfig, RetentionError, check_retention
 from lake.seal import SealError, load_seal
 from lake.status import TierStatus, lake_status
@@ -39,11 +40,13 @@ from ticklake.options import (
     COMPACTION_GRACE,
     DATA,
     JOURNAL_RETENTION_DAYS,
+    LAKE_URL,
     MAINTAIN,
     MAINTAIN_AT,
     RECOMPUTE_HORIZON,
     TICK_RETENTION_DAYS,
     retention_days,
+    use_lake_url,
 )
 from ticklake.status_live import live_json, live_lines
 
@@ -73,6 +76,7 @@ STATUS_OPTIONS: Final = (
     COMPACTION_GRACE,
     MAINTAIN,
     MAINTAIN_AT,
+    LAKE_URL,
 )
 """``status`` shows what the retention settings would remove and when maintenance runs
 next; it removes nothing."""
@@ -89,12 +93,15 @@ def run(ns: argparse.Namespace) -> int:
     """Print the tiers; 1 when some files are unreadable; 2 without a data directory, with
     inconsistent retention settings or a damaged seal file."""
     data: Path = ns.data
+    problem = use_lake_url(data, ns.lake_url)
+    if problem is not None:
+        return usage_error(NAME, problem)
     if not data.is_dir():
         return usage_error(NAME, f"no data directory {data}")
     try:
         config = RetentionConfig(ns.tick_retention_days, ns.journal_retention_days)
         tiers = status_tiers(data, config, ns.recompute_horizon)
-    except (RetentionError, SealError) as exc:
+    except (RetentionError, SealError, RemoteError) as exc:
         return usage_error(NAME, exc)
     now = SystemClock().now()
     maintenance = maintenance_json(data, ns, now)

@@ -27,9 +27,10 @@ from tests.kit.ticks import sessions_of
 from tests.kit.times import DAY1, DAY2, DAY3, LATER
 
 GRACE = 600.0
+Row = tuple[str, int, int]
 
 
-def seen(root: Path, remote: RemoteLake | None = None, where: str = "true") -> list[tuple]:
+def seen(root: Path, remote: RemoteLake | None = None, where: str = "true") -> list[Row]:
     """(ticker, seq, time) of every tick the whole-lake expression gives, sorted."""
     with duckdb.connect() as con:
         store = remote_lake(root, remote)
@@ -39,7 +40,7 @@ def seen(root: Path, remote: RemoteLake | None = None, where: str = "true") -> l
         return sorted(con.execute(f"{sql} WHERE {where}").fetchall())
 
 
-def seen_of(root: Path, symbol: str, day: str = "NULL", remote: RemoteLake | None = None) -> list:
+def seen_of(root: Path, symbol: str, day: str = "NULL", remote: RemoteLake | None = None) -> list[Row]:
     """The same through one ticker's expression (the ``ticks_of`` macro's)."""
     with duckdb.connect() as con:
         store = remote_lake(root, remote)
@@ -51,7 +52,7 @@ def seen_of(root: Path, symbol: str, day: str = "NULL", remote: RemoteLake | Non
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> tuple[Path, list[tuple]]:
+def lake(tmp_path: Path) -> tuple[Path, list[Row]]:
     """A data directory with AAPL and MSFT on DAY1-DAY3, DAY1 and DAY2 compacted; and every
     tick it holds, as ``seen`` gives them."""
     root = tmp_path / "data"
@@ -60,7 +61,7 @@ def lake(tmp_path: Path) -> tuple[Path, list[tuple]]:
 
 
 def test_offload_uploads_verifies_and_removes_local_copies_after_the_grace(
-    lake: tuple[Path, list[tuple]], s3_url: str
+    lake: tuple[Path, list[Row]], s3_url: str
 ) -> None:
     root, before = lake
     remote = bind_remote(root, s3_url)
@@ -86,7 +87,7 @@ def test_offload_uploads_verifies_and_removes_local_copies_after_the_grace(
     ]
 
 
-def test_python_readers_fetch_offloaded_days(lake: tuple[Path, list[tuple]], s3_url: str) -> None:
+def test_python_readers_fetch_offloaded_days(lake: tuple[Path, list[Row]], s3_url: str) -> None:
     root, _ = lake
     local = read_minutes(root, "AAPL", list_minutes(root, "AAPL", DAY1))
     remote = bind_remote(root, s3_url)
@@ -104,7 +105,7 @@ def test_python_readers_fetch_offloaded_days(lake: tuple[Path, list[tuple]], s3_
 
 
 def test_a_write_into_an_offloaded_day_is_refused_and_the_rest_is_written(
-    lake: tuple[Path, list[tuple]], s3_url: str
+    lake: tuple[Path, list[Row]], s3_url: str
 ) -> None:
     root, before = lake
     offload_days(root, bind_remote(root, s3_url), LATER, after_days=1, grace=GRACE)
@@ -120,7 +121,7 @@ def test_a_write_into_an_offloaded_day_is_refused_and_the_rest_is_written(
 
 
 def test_a_crash_between_upload_and_marker_leaves_each_day_visible_once(
-    lake: tuple[Path, list[tuple]], s3_url: str
+    lake: tuple[Path, list[Row]], s3_url: str
 ) -> None:
     """SIGKILL right after the first object is written (marker still 'uploading'), then
     after it is verified (local copy still there): each time every tick is seen exactly
@@ -161,7 +162,7 @@ def test_a_crash_between_upload_and_marker_leaves_each_day_visible_once(
 
 
 def test_a_reader_with_only_the_url_sees_every_offloaded_tick(
-    lake: tuple[Path, list[tuple]], s3_url: str, tmp_path: Path
+    lake: tuple[Path, list[Row]], s3_url: str, tmp_path: Path
 ) -> None:
     root, before = lake
     offload_days(root, bind_remote(root, s3_url), LATER, after_days=1, grace=0)
@@ -179,7 +180,7 @@ def test_a_reader_with_only_the_url_sees_every_offloaded_tick(
 
 
 def test_an_object_with_other_bytes_is_never_overwritten(
-    lake: tuple[Path, list[tuple]], s3_url: str, tmp_path: Path
+    lake: tuple[Path, list[Row]], s3_url: str, tmp_path: Path
 ) -> None:
     root, _ = lake
     remote = bind_remote(root, s3_url)
