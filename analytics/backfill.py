@@ -17,6 +17,14 @@ Invariants:
   by the chunk size, not by the range. Threads, not processes: Parquet reads, NumPy and
   DuckDB release the GIL, and threads need no start-up and no pickling, so they are
   faster (``bench/backfill.py`` prints both);
+- or by a pool of other processes, maybe on other machines (``ChunkPool``: a Dask
+  cluster's, ``analytics.cluster``): each chunk is sent as a ``ChunkTask`` of plain values
+  (the data root, the chunk, the lateness, the sessions that carried its tickers, read
+  once here), the worker reads its ticks from the lake itself and sends back the chunk's
+  rows, computed by the same ``_Compute`` as locally, so the rows are the same bit for bit.
+  One future per chunk, each result taken once: a chunk the pool recomputes (a lost
+  worker) still reaches the writer once, and its rows are upserts keyed on (ticker,
+  window_start) in any case;
 - the heap keeps freed memory for the next chunk (``analytics.heap``: page faults would
   otherwise take a large share of the time);
 - one writer, this process (contract 6): a thread upserts whole multiples of
@@ -30,17 +38,19 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -48,17 +58,12 @@ import pyarrow as pa
 from analytics.database import ROW_SCHEMA, WRITER_TIMEOUT, Pause, database_path
 from analytics.flags import SessionCoverage
 from analytics.heap import keep_freed_memory
-from analytics.job import (
-    JobResult,
-    LoadOptions,
-    RowContext,
-    compute_rows,
-    session_coverage,
-    write_rows,
-)
+from analytics.job import JobResult, LoadOptions, RowContext, compute_rows, write_rows
 from lake.clock import Clock
+from lake.datadir import SESSIONS_FILE
 from lake.index import LakeIndex
 from lake.seal import watermark_at
+from lake.sessions import Session, read_sessions
 from lake.utc import DAY_MS, MINUTE_MS, iso_utc
 
 __all__ = [
@@ -67,11 +72,17 @@ __all__ = [
     "BackfillProgress",
     "BackfillResult",
     "Chunk",
+    "ChunkPool",
+    "ChunkTask",
     "backfill",
+    "compute_chunk",
     "plan_chunks",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 TICKERS_PER_CHUNK: Final = 10
 BATCH_ROWS: Final = 122_880  # DuckDB's row group: a transaction of whole row groups is
@@ -112,6 +123,31 @@ class Chunk:
     start_ms: int
     end_ms: int
     tickers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One chunk for a process elsewhere (``compute_chunk``), in plain picklable values:
+    the data root (absolute, as a string: a worker on another machine reads the same path
+    of a shared filesystem), the chunk, the lateness, and the sessions of the session log
+    that carried the chunk's tickers, with only those tickers (what their gap flags depend
+    on), so a worker needs no session log of its own and every worker flags from the log
+    as this process read it once."""
+
+    data: str
+    chunk: Chunk
+    lateness: float
+    sessions: tuple[Session, ...]
+
+
+@dataclass(frozen=True)
+class ChunkPool:
+    """Other processes computing chunks: ``executor.submit(compute_chunk, task)`` runs
+    there (pickling the task and the result), ``slots`` of them at once (two each are kept
+    in flight). The caller owns the executor; a backfill only cancels its own futures."""
+
+    executor: Executor
+    slots: int
 
 
 @dataclass(frozen=True)
@@ -203,8 +239,10 @@ def backfill(
     config: BackfillConfig,
     clock: Clock,
     progress: Callable[[BackfillProgress], None] | None = None,
+    pool: ChunkPool | None = None,
 ) -> BackfillResult:
     """Recompute and upsert every sealed window of the range; see the module docstring.
+    ``pool``: compute the chunks there instead of in this process's ``workers`` threads.
 
     Raises BackfillError before any work for an unusable request, and DatabaseLockedError
     when another process held the database longer than ``lock_timeout`` (rows written so
@@ -219,12 +257,18 @@ def backfill(
     hi = min(hi, watermark_at(clock.now(), config.lateness))  # sealed windows only
     result = BackfillResult(lo, max(lo, hi), tickers=len(days))
     chunks = plan_chunks(days, lo, hi, config.tickers_per_chunk)
-    compute = _Compute(data, config.lateness, session_coverage(data))
+    sessions = read_sessions(data / SESSIONS_FILE)
+    compute = _Compute(data, config.lateness, SessionCoverage(sessions))
     writer = _Writer(data, config, clock, result)
     ticker_days = sum(len(c.tickers) for c in chunks)
     days_done = 0
     try:
-        for done in _computed(compute, chunks, config):
+        if pool is None:
+            computed = _computed(compute, chunks, config)
+        else:
+            tasks = _Tasks(data, config.lateness, sessions).of(chunks)
+            computed = _in_order(pool.executor, compute_chunk, tasks, pool.slots)
+        for done in computed:
             result.chunks += 1
             result.windows += done.rows.num_rows
             result.ticks += done.ticks
@@ -264,7 +308,7 @@ def backfill(
         result.ticks,
         result.lookback_rows,
         result.transactions,
-        config.workers,
+        config.workers if pool is None else pool.slots,
         result.seconds,
         result.timings.get("write", 0.0),
     )
@@ -406,6 +450,39 @@ def _run_in_worker(chunk: Chunk) -> _Computed:
     return _worker(chunk)
 
 
+def compute_chunk(task: ChunkTask) -> _Computed:
+    """A ``ChunkTask``'s rows, in the process it was sent to (keeps freed memory there)."""
+    keep_freed_memory()
+    compute = _Compute(Path(task.data), task.lateness, SessionCoverage(task.sessions))
+    return compute(task.chunk)
+
+
+class _Tasks:
+    """``ChunkTask`` for each chunk: the sessions carrying any of its tickers, each reduced
+    to those tickers (indexed once by ticker, so a chunk costs its own tickers' sessions,
+    not the whole log)."""
+
+    def __init__(self, data: Path, lateness: float, sessions: Sequence[Session]) -> None:
+        self.data, self.lateness, self.sessions = os.path.abspath(data), lateness, sessions
+        self.carrying: dict[str, list[int]] = {}
+        for i, session in enumerate(sessions):
+            for symbol in session.symbols:
+                self.carrying.setdefault(symbol, []).append(i)
+
+    def of(self, chunks: Iterable[Chunk]) -> Iterator[ChunkTask]:
+        for chunk in chunks:
+            wanted = set(chunk.tickers)
+            indices = sorted({i for t in wanted for i in self.carrying.get(t, ())})
+            sessions = tuple(
+                dataclasses.replace(
+                    self.sessions[i],
+                    symbols=tuple(s for s in self.sessions[i].symbols if s in wanted),
+                )
+                for i in indices
+            )
+            yield ChunkTask(self.data, chunk, self.lateness, sessions)
+
+
 def _computed(
     compute: _Compute, chunks: list[Chunk], config: BackfillConfig
 ) -> Iterator[_Computed]:
@@ -424,14 +501,26 @@ def _computed(
             config.workers, mp_context=context, initializer=_start_worker, initargs=(compute,)
         )
         run = _run_in_worker
-    todo = iter(chunks)
-    queue: deque[Future[_Computed]] = deque(
-        pool.submit(run, chunk) for chunk in itertools.islice(todo, 2 * config.workers)
+    try:
+        yield from _in_order(pool, run, chunks, config.workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_order(
+    executor: Executor, run: Callable[[T], R], items: Iterable[T], slots: int
+) -> Iterator[R]:
+    """``run(item)`` of each item on ``executor``, results in order, at most two per slot
+    in flight; when the caller stops early (an error), the futures not done are cancelled."""
+    todo = iter(items)
+    queue: deque[Future[R]] = deque(
+        executor.submit(run, item) for item in itertools.islice(todo, 2 * slots)
     )
     try:
         while queue:
             done = queue.popleft().result()
-            queue.extend(pool.submit(run, chunk) for chunk in itertools.islice(todo, 1))
+            queue.extend(executor.submit(run, item) for item in itertools.islice(todo, 1))
             yield done
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in queue:
+            future.cancel()

@@ -2,31 +2,43 @@
 
 The work is :func:`analytics.backfill.backfill`; this module holds the options, the
 progress bar on stderr (a line redrawn in place on a terminal; elsewhere a plain line
-every ``PROGRESS_EVERY`` seconds) and the one-line summary on stdout.
+every ``PROGRESS_EVERY`` seconds) and the one-line summary on stdout. With ``--cluster``
+the chunks are computed on a Dask cluster (:mod:`analytics.cluster`, the ``dask`` extra,
+imported only then) and written here, as without it.
 
 Exit status: 0 done (also when the range held no ticks); 2 when the request cannot be
 served (start not before end, an unknown ticker, no data directory, an unreadable lake
-file) or another process held the database longer than ``--lock-timeout`` (rows written
-until then are kept: rerun the same command to finish).
+file), another process held the database longer than ``--lock-timeout`` (rows written
+until then are kept: rerun the same command to finish), or ``--cluster`` is not a cluster
+that can be used (a bad value, no scheduler there, the dask extra not installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
-from analytics.backfill import BackfillConfig, BackfillError, BackfillProgress, BackfillResult
+from analytics.backfill import (
+    BackfillConfig,
+    BackfillError,
+    BackfillProgress,
+    BackfillResult,
+    ChunkPool,
+)
 from analytics.backfill import backfill as run_backfill
+from analytics.cluster import ClusterError, DaskMissingError, cluster_pool, parse_cluster
 from analytics.database import DatabaseError
 from lake.clock import Clock, SystemClock
 from lake.errors import LakeError
 from lake.utc import iso_utc
-from ticklake.commands import Command, first_line, usage_error
+from ticklake.commands import USAGE_ERROR, Command, first_line, usage_error
 from ticklake.config import Option, add_options, positive_int, utc_time
+from ticklake.logs import progress_stream
 from ticklake.options import DATA, DATABASE, LATENESS, tickers
 from ticklake.options import LOCK_TIMEOUT as JOB_LOCK_TIMEOUT
 
@@ -59,7 +71,16 @@ LOCK_TIMEOUT = Option(  # the same setting as the job's, described for this comm
     "seconds to wait while another process holds the database before giving up "
     "(rows written until then are kept; rerun to finish)",
 )
-BACKFILL_OPTIONS: Final = (DATA, LATENESS, DATABASE, LOCK_TIMEOUT, WORKERS)
+CLUSTER = Option(  # checked by run(), so that a bad value is one line, from anywhere
+    "cluster",
+    str.strip,
+    None,
+    "compute the chunks on a Dask cluster, this process writing the rows: local:N (N "
+    "worker processes here) or tcp://HOST:PORT (a running scheduler whose workers see "
+    "--data at the same path); needs the dask extra (default: --workers threads here)",
+    metavar="local:N|tcp://HOST:PORT",
+)
+BACKFILL_OPTIONS: Final = (DATA, LATENESS, DATABASE, LOCK_TIMEOUT, WORKERS, CLUSTER)
 DESCRIPTION: Final = (
     "Recompute the features of every sealed window in [--start, --end) from the ticks "
     "stored in the lake (minute files and compacted history), exactly as the per-minute "
@@ -101,10 +122,15 @@ def run(ns: argparse.Namespace, clock: Clock | None = None, err: TextIO | None =
         database=ns.database,
         lock_timeout=ns.lock_timeout,
     )
-    bar = ProgressBar(err)
+    bar = ProgressBar(progress_stream(ns, err))  # --quiet: none
     try:
-        result = run_backfill(ns.data, config, clock or SystemClock(), bar)
-    except BackfillError as exc:
+        with _pool(ns.cluster) as pool:
+            result = run_backfill(ns.data, config, clock or SystemClock(), bar, pool)
+    except DaskMissingError as exc:
+        print(exc, file=err, flush=True)  # the whole line names the command
+        return USAGE_ERROR
+    except (BackfillError, ClusterError) as exc:
+        bar.close()
         return usage_error(NAME, exc, err)
     except DatabaseError as exc:
         bar.close()
@@ -117,6 +143,13 @@ def run(ns: argparse.Namespace, clock: Clock | None = None, err: TextIO | None =
     bar.close()
     print(summary(result))
     return 0
+
+
+def _pool(cluster: str | None) -> contextlib.AbstractContextManager[ChunkPool | None]:
+    """The cluster ``--cluster`` names, for the backfill's block; none without it."""
+    if cluster is None:
+        return contextlib.nullcontext()
+    return cluster_pool(parse_cluster(cluster))
 
 
 class ProgressBar:

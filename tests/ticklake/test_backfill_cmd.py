@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from analytics.backfill import BackfillProgress
+from analytics.cluster import DASK_MISSING
 from analytics.database import database_path
 from lake.clock import ManualClock, SystemClock
 from lake.utc import MINUTE_MS as MIN
@@ -17,6 +20,7 @@ from tests.kit.lake import write_lake
 from tests.kit.ticks import Feed
 from tests.kit.times import T0
 from ticklake.backfill_cmd import ProgressBar, add_arguments, progress_text, run
+from ticklake.cli import main
 
 START, END = "2024-04-16T14:00Z", "2024-04-16T14:10Z"  # T0 and ten minutes on
 CLOCK = ManualClock(T0 / 1000 + 3600)
@@ -130,3 +134,60 @@ def test_options_from_flags_and_environment(tmp_path, monkeypatch) -> None:
     assert ns.start == T0 / 1000 and ns.data == Path("data")
     with pytest.raises(SystemExit):
         parse("--start", START, "--end", END, "--tickers", "../etc")
+
+
+# --- --cluster (analytics.cluster) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["local:0", "local", "tcp://scheduler", "http://h:8786"])
+def test_a_bad_cluster_is_one_line(data, tmp_path, value) -> None:
+    db = tmp_path / "f.duckdb"
+    args = ("--data", str(data), "--start", START, "--end", END, "--database", str(db))
+    err = io.StringIO()
+    assert run(parse(*args, "--cluster", value), CLOCK, err) == 2
+    assert err.getvalue().startswith(f"ticklake backfill: cluster {value!r}")
+    assert err.getvalue().count("\n") == 1 and not db.exists()
+
+
+def test_cluster_from_the_environment(data, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TICKLAKE_CLUSTER", "tcp://10.1.2.3:8786")
+    assert parse("--start", START, "--end", END).cluster == "tcp://10.1.2.3:8786"
+    monkeypatch.setenv("TICKLAKE_CLUSTER", "local:none")
+    args = ["backfill", "--data", str(data), "--start", START, "--end", END]
+    assert main([*args, "--database", str(tmp_path / "f.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ticklake backfill: cluster 'local:none': N of local:N must be a")
+    assert err.count("\n") == 1
+
+
+def test_a_cluster_without_the_dask_extra(data, tmp_path) -> None:
+    hide = "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None; "
+    code = hide + "from ticklake.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["backfill", "--data", str(data), "--start", START, "--end", END, "--cluster", "local:2"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == DASK_MISSING + "\n"
+    assert DASK_MISSING == (
+        "ticklake backfill --cluster needs the dask extra: pip install 'ticklake[dask]'"
+    )
+
+
+@pytest.mark.slow
+def test_a_local_cluster_end_to_end(data, tmp_path) -> None:
+    """``ticklake backfill --cluster local:2`` as a user runs it: its own LocalCluster,
+    the same rows as without it, the usual summary and nothing else."""
+    pytest.importorskip("distributed")
+    args = ["--data", str(data), "--start", START, "--end", END]
+    assert run(parse(*args, "--database", str(tmp_path / "a.duckdb")), CLOCK, io.StringIO()) == 0
+    db = tmp_path / "b.duckdb"
+    command = [sys.executable, "-m", "ticklake.cli", "backfill", *args, "--database", str(db)]
+    done = subprocess.run(
+        [*command, "--cluster", "local:2"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("backfilled 16 windows of 2 tickers (2024-04-16T14:00Z to ")
+    assert done.stdout.count("\n") == 1
+    theirs, ours = db_features(tmp_path / "a.duckdb"), db_features(db)
+    assert ours.drop_columns(["computed_at"]).equals(theirs.drop_columns(["computed_at"]))
