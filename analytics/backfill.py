@@ -62,6 +62,7 @@ from analytics.job import JobResult, LoadOptions, RowContext, compute_rows, writ
 from lake.clock import Clock
 from lake.datadir import SESSIONS_FILE
 from lake.index import LakeIndex
+from lake.remote import RemoteLake, remote_of
 from lake.seal import watermark_at
 from lake.sessions import Session, read_sessions
 from lake.utc import DAY_MS, MINUTE_MS, iso_utc
@@ -132,12 +133,14 @@ class ChunkTask:
     of a shared filesystem), the chunk, the lateness, and the sessions of the session log
     that carried the chunk's tickers, with only those tickers (what their gap flags depend
     on), so a worker needs no session log of its own and every worker flags from the log
-    as this process read it once."""
+    as this process read it once; and the lake URL of the object store the data directory
+    is bound to (``lake.remote``), so a worker without the data directory reads it too."""
 
     data: str
     chunk: Chunk
     lateness: float
     sessions: tuple[Session, ...]
+    lake_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def backfill(
     result = BackfillResult(lo, max(lo, hi), tickers=len(days))
     chunks = plan_chunks(days, lo, hi, config.tickers_per_chunk)
     sessions = read_sessions(data / SESSIONS_FILE)
-    compute = _Compute(data, config.lateness, SessionCoverage(sessions))
+    compute = _Compute(data, config.lateness, SessionCoverage(sessions), remote_of(data))
     writer = _Writer(data, config, clock, result)
     ticker_days = sum(len(c.tickers) for c in chunks)
     days_done = 0
@@ -402,7 +405,7 @@ def _check(data: Path, config: BackfillConfig) -> dict[str, set[int]]:
         )
     if config.workers < 1 or config.batch_rows < 1 or config.tickers_per_chunk < 1:
         raise BackfillError("workers, batch_rows and tickers_per_chunk must be positive")
-    stored = LakeIndex(data).days()
+    stored = LakeIndex(data, remote_of(data)).days()
     if not stored:
         raise BackfillError(f"no ticks in {data}: the lake is empty")
     if config.tickers is None:
@@ -417,8 +420,15 @@ class _Compute:
     """Computes one chunk; shared by the worker threads, or built once per worker process
     (the session log is read once)."""
 
-    def __init__(self, data: Path, lateness: float, coverage: SessionCoverage) -> None:
+    def __init__(
+        self,
+        data: Path,
+        lateness: float,
+        coverage: SessionCoverage,
+        remote: RemoteLake | None = None,
+    ) -> None:
         self.data = data
+        self.remote = remote  # its days count too (every ticker's prefix listed per chunk)
         self.context = RowContext(lateness, coverage, now=0.0)  # stamped by the writer
 
     def __call__(self, chunk: Chunk) -> _Computed:
@@ -430,7 +440,7 @@ class _Compute:
             self.data,
             dict.fromkeys(chunk.tickers, minutes),
             context=self.context,
-            load=LoadOptions(LakeIndex(self.data), threads=1),
+            load=LoadOptions(LakeIndex(self.data, self.remote), threads=1),
             result=job,
         )
         return _Computed(rows, job.ticks, job.lookback_rows, len(chunk.tickers))
@@ -453,7 +463,8 @@ def _run_in_worker(chunk: Chunk) -> _Computed:
 def compute_chunk(task: ChunkTask) -> _Computed:
     """A ``ChunkTask``'s rows, in the process it was sent to (keeps freed memory there)."""
     keep_freed_memory()
-    compute = _Compute(Path(task.data), task.lateness, SessionCoverage(task.sessions))
+    remote = None if task.lake_url is None else RemoteLake.parse(task.lake_url)
+    compute = _Compute(Path(task.data), task.lateness, SessionCoverage(task.sessions), remote)
     return compute(task.chunk)
 
 
@@ -464,6 +475,8 @@ class _Tasks:
 
     def __init__(self, data: Path, lateness: float, sessions: Sequence[Session]) -> None:
         self.data, self.lateness, self.sessions = os.path.abspath(data), lateness, sessions
+        remote = remote_of(data)
+        self.lake_url = None if remote is None else remote.url
         self.carrying: dict[str, list[int]] = {}
         for i, session in enumerate(sessions):
             for symbol in session.symbols:
@@ -480,7 +493,7 @@ class _Tasks:
                 )
                 for i in indices
             )
-            yield ChunkTask(self.data, chunk, self.lateness, sessions)
+            yield ChunkTask(self.data, chunk, self.lateness, sessions, self.lake_url)
 
 
 def _computed(

@@ -39,7 +39,7 @@ from lake.utc import iso_utc
 from ticklake.commands import USAGE_ERROR, Command, first_line, usage_error
 from ticklake.config import Option, add_options, positive_int, utc_time
 from ticklake.logs import progress_stream
-from ticklake.options import DATA, DATABASE, LATENESS, tickers
+from ticklake.options import DATA, DATABASE, LAKE_URL, LATENESS, tickers, use_lake_url
 from ticklake.options import LOCK_TIMEOUT as JOB_LOCK_TIMEOUT
 
 __all__ = [
@@ -80,7 +80,7 @@ CLUSTER = Option(  # checked by run(), so that a bad value is one line, from any
     "--data at the same path); needs the dask extra (default: --workers threads here)",
     metavar="local:N|tcp://HOST:PORT",
 )
-BACKFILL_OPTIONS: Final = (DATA, LATENESS, DATABASE, LOCK_TIMEOUT, WORKERS, CLUSTER)
+BACKFILL_OPTIONS: Final = (DATA, LATENESS, DATABASE, LOCK_TIMEOUT, WORKERS, CLUSTER, LAKE_URL)
 DESCRIPTION: Final = (
     "Recompute the features of every sealed window in [--start, --end) from the ticks "
     "stored in the lake (minute files and compacted history), exactly as the per-minute "
@@ -122,6 +122,9 @@ def run(ns: argparse.Namespace, clock: Clock | None = None, err: TextIO | None =
         database=ns.database,
         lock_timeout=ns.lock_timeout,
     )
+    problem = use_lake_url(ns.data, ns.lake_url)
+    if problem is not None:
+        return usage_error(NAME, problem, err)
     bar = ProgressBar(progress_stream(ns, err))  # --quiet: none
     try:
         with _pool(ns.cluster) as pool:

@@ -76,12 +76,14 @@ async def record_async(
     *,
     sim_clock: Clock | None = None,
     probe: Probe | None = None,
+    clock: Clock | None = None,
 ) -> Recorded:
-    """Record ``seconds`` from a fresh simulator, then stop; ``probe`` runs meanwhile."""
+    """Record ``seconds`` from a fresh simulator, then stop; ``probe`` runs meanwhile;
+    ``clock``: the recorder's (default: the system clock)."""
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(Simulator.in_thread(sim_config, sim_clock))
         feed = replace(config.feed, url=sim.url)
-        recorder = Recorder(replace(config, feed=feed))
+        recorder = Recorder(replace(config, feed=feed), clock)
         task = asyncio.create_task(recorder.run())
         watcher = asyncio.create_task(probe(recorder, sim)) if probe else None
         try:
@@ -111,8 +113,11 @@ def record(
     *,
     sim_clock: Clock | None = None,
     probe: Probe | None = None,
+    clock: Clock | None = None,
 ) -> Recorded:
-    return asyncio.run(record_async(config, sim_config, seconds, sim_clock=sim_clock, probe=probe))
+    return asyncio.run(
+        record_async(config, sim_config, seconds, sim_clock=sim_clock, probe=probe, clock=clock)
+    )
 
 
 @dataclass
