@@ -51,8 +51,9 @@ from lake.clock import Clock
 from lake.datadir import WriterLock, journal_dir
 from lake.dedupe import conform, content_keys
 from lake.errors import first_line
-from lake.layout import duckdb_read_sql
+from lake.layout import duckdb_read_sql, remote_lake
 from lake.maintenance import MaintenanceStateError, load_record
+from lake.remote import RemoteError
 from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
 from lake.symbols import valid_symbol_mask
 from lake.utc import day_start_ms, iso_utc
@@ -278,7 +279,7 @@ def _try_load_lake(data: Path, scratch: duckdb.DuckDBPyConnection) -> str | None
     """``_load_lake``; the first line of DuckDB's error if it fails."""
     try:
         _load_lake(data, scratch)
-    except duckdb.Error as exc:
+    except (duckdb.Error, RemoteError) as exc:
         return first_line(exc)
     return None
 
@@ -289,6 +290,9 @@ def _load_lake(data: Path, scratch: duckdb.DuckDBPyConnection) -> None:
     with duckdb.connect() as con:
         con.execute("SET threads = 2")
         con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        remote = remote_lake(data)
+        if remote is not None:  # offloaded days are read from the object store
+            remote.register(con)
         reader = con.sql(f"SELECT {columns} FROM {duckdb_read_sql(data)}").to_arrow_reader(BATCH)
         for batch in reader:
             if batch.num_rows:
