@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,6 +46,7 @@ from lake.atomic import make_dirs_durable, replace_file
 from lake.datadir import HISTORY_DIR, HISTORY_LOCK
 from lake.dedupe import merge_ticks
 from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
+from lake.spill import merge_by_time
 from lake.utc import DAY_MS, MINUTE_MS, day_start_ms
 
 __all__ = [
@@ -52,9 +54,11 @@ __all__ = [
     "MAX_ROW_GROUP_ROWS",
     "ROW_GROUP_MINUTES",
     "DayMerge",
+    "DayStream",
     "day_minutes",
     "ensure_placeholder",
     "merge_into_day",
+    "merge_streams_into_day",
     "read_day",
     "read_day_minutes",
     "tier_lock",
@@ -127,6 +131,55 @@ def write_day(table: pa.Table, path: Path) -> None:
             writer.write_table(table.slice(start, end - start), row_group_size=MAX_ROW_GROUP_ROWS)
 
 
+class _DayWriter:
+    """Writes (time, seq)-sorted rows given in pieces as ``write_day`` writes them whole:
+    row groups cut at every ``ROW_GROUP_MINUTES`` and at ``MAX_ROW_GROUP_ROWS`` rows, the
+    same groups whatever the pieces; it holds at most one row group's rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.writer = pq.ParquetWriter(
+            path,
+            LAKE_SCHEMA,
+            compression=COMPRESSION,
+            use_dictionary=_DICTIONARY,
+            column_encoding=_DELTA,
+            write_statistics=STATISTICS,
+        )
+        self.held: list[pa.Table] = []
+        self.rows = self.written = 0
+        self.group: int | None = None
+
+    def add(self, table: pa.Table) -> None:
+        times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+        groups = times // _GROUP_MS
+        bounds = np.r_[0, np.flatnonzero(np.diff(groups)) + 1, len(times)].tolist()
+        for start, end in itertools.pairwise(bounds):
+            if self.group != int(groups[start]):
+                self._flush(everything=True)
+                self.group = int(groups[start])
+            self.held.append(table.slice(start, end - start))
+            self.rows += end - start
+            self._flush(everything=False)
+
+    def close(self) -> None:
+        self._flush(everything=True)
+        if not self.written:
+            self.writer.write_table(LAKE_SCHEMA.empty_table())
+        self.writer.close()
+
+    def _flush(self, *, everything: bool) -> None:
+        """Write full row groups (and, with ``everything``, the rest) of the held rows."""
+        if not self.rows or (not everything and self.rows < MAX_ROW_GROUP_ROWS):
+            return
+        rows = pa.concat_tables(self.held).combine_chunks()
+        cut = self.rows if everything else self.rows - self.rows % MAX_ROW_GROUP_ROWS
+        for start in range(0, cut, MAX_ROW_GROUP_ROWS):
+            group = rows.slice(start, min(MAX_ROW_GROUP_ROWS, cut - start))
+            self.writer.write_table(group, row_group_size=MAX_ROW_GROUP_ROWS)
+        self.held, self.rows = [rows.slice(cut)] if cut < self.rows else [], self.rows - cut
+        self.written += cut
+
+
 def write_day_atomically(table: pa.Table, path: Path) -> int:
     """Replace ``path`` with a day file of ``table``; returns its size in bytes."""
     return replace_file(path, lambda tmp: write_day(table, tmp))
@@ -177,6 +230,110 @@ def merge_into_day(
     return DayMerge(before, incoming, _per_minute(merged, minutes), added, write(merged))
 
 
+@dataclass(frozen=True)
+class DayStream:
+    """What ``merge_streams_into_day`` did: rows of the day file before and after, rows
+    passed in and kept; the file's new size, 0 when it was left as it was."""
+
+    rows_before: int
+    rows_in: int
+    rows_after: int
+    kept_new: int
+    bytes_written: int
+
+
+class _Unchanged(Exception):
+    """Nothing new: the temporary is dropped and the day file left as it was."""
+
+
+def merge_streams_into_day(
+    path: Path,
+    incoming: Sequence[Iterator[pa.Table]],
+    seq_range: tuple[int, int],
+    batch_rows: int = 32_768,
+) -> DayStream:
+    """``merge_into_day`` for new rows of any size: merge ``incoming`` into the day file
+    ``path`` (created if missing) under the dedupe rules, holding batches in memory, never
+    the day, and replace it atomically (temporary, fsync, rename) unless nothing was kept.
+
+    ``incoming``: streams of LAKE_SCHEMA rows, each sorted by (time, seq), with distinct
+    seqs inside ``seq_range`` (inclusive; an import's). The file's rows with a seq in that
+    range are held (8 bytes each; none but an interrupted run of the same import has them):
+    an incoming row with such a seq is dropped, as ``merge_ticks`` keeps the existing row
+    of a seq. Everything else is decided a time step at a time (``spill.merge_by_time``):
+    ``merge_ticks`` over the step's existing and incoming rows, which is exact because rows
+    of equal content share their ``time``. The result equals ``merge_into_day``'s row for
+    row, in the same row groups. Raises ValueError for a file that does not hold
+    LAKE_SCHEMA or is not sorted by time.
+    """
+    existing = _seqs_in(path, seq_range)
+    counts = {"before": 0, "in": 0, "after": 0, "kept": 0}
+
+    def write(tmp: Path) -> None:
+        day = _DayWriter(tmp)
+        try:
+            streams = [_day_batches(path, batch_rows), *incoming]
+            for old, *parts in merge_by_time(streams):
+                new = pa.concat_tables(parts)
+                counts["in"] += new.num_rows
+                if len(existing) and new.num_rows:
+                    seqs = np.asarray(new["seq"].to_numpy(), dtype=np.int64)
+                    at = np.minimum(np.searchsorted(existing, seqs), len(existing) - 1)
+                    new = new.filter(pa.array(existing[at] != seqs))
+                merged, kept = merge_ticks(old, new)
+                counts["before"] += old.num_rows
+                counts["after"] += merged.num_rows
+                counts["kept"] += kept
+                day.add(merged)
+        except BaseException:
+            day.writer.close()
+            raise
+        day.close()
+        if not counts["kept"]:
+            raise _Unchanged
+
+    try:
+        size = replace_file(path, write)
+    except _Unchanged:
+        size = 0
+    c = counts
+    return DayStream(c["before"], c["in"], c["after"], c["kept"], size)
+
+
+def _day_batches(path: Path, batch_rows: int) -> Iterator[pa.Table]:
+    """The day file's rows (today's columns) ``batch_rows`` at a time; none if missing."""
+    if not path.is_file():
+        return
+    with pq.ParquetFile(path, pre_buffer=False) as file:
+        stored = file.schema_arrow.names
+        names = LAKE_SCHEMA.names
+        read = names if set(names) <= set(stored) else stored_columns(names, stored)
+        for batch in file.iter_batches(batch_size=batch_rows, columns=read, use_threads=False):
+            table = upgrade(pa.Table.from_batches([batch]))
+            if not table.schema.equals(LAKE_SCHEMA):
+                raise ValueError(f"{path} does not hold LAKE_SCHEMA")
+            yield table
+
+
+def _seqs_in(path: Path, seq_range: tuple[int, int]) -> npt.NDArray[np.int64]:
+    """The day file's seqs inside ``seq_range`` (inclusive), sorted; reads only the ``seq``
+    column of row groups whose statistics overlap the range."""
+    if not path.is_file():
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = seq_range
+    found = [np.zeros(0, dtype=np.int64)]
+    with pq.ParquetFile(path, pre_buffer=False) as file:
+        column = file.schema_arrow.get_field_index("seq")
+        for group in range(file.num_row_groups):
+            stats = file.metadata.row_group(group).column(column).statistics
+            if stats is not None and stats.has_min_max and (stats.max < lo or stats.min > hi):
+                continue
+            seqs = file.read_row_group(group, ["seq"])["seq"].to_numpy()
+            seqs = np.asarray(seqs, dtype=np.int64)
+            found.append(seqs[(seqs >= lo) & (seqs <= hi)])
+    return np.sort(np.concatenate(found))
+
+
 def _per_minute(table: pa.Table, minutes: list[int]) -> list[int]:
     """How many rows of ``table`` fall in each of ``minutes``."""
     times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
@@ -186,7 +343,7 @@ def _per_minute(table: pa.Table, minutes: list[int]) -> list[int]:
 
 
 def read_day(
-    path: Path,
+    path: Path | pa.NativeFile,
     columns: list[str] | None = None,
     ranges: Iterable[tuple[int, int]] | None = None,
     seq_range: tuple[int, int] | None = None,
@@ -241,7 +398,7 @@ def _read_day(
 
 
 def read_day_minutes(
-    path: Path,
+    path: Path | pa.NativeFile,
     minute_starts_ms: Iterable[int],
     columns: list[str],
     *,
@@ -255,7 +412,7 @@ def read_day_minutes(
     return read_day(path, columns, ranges, dictionary=dictionary)
 
 
-def day_minutes(path: Path) -> list[int]:
+def day_minutes(path: Path | pa.NativeFile) -> list[int]:
     """Start (epoch ms) of every minute that has a row in the day file."""
     times = pq.ParquetFile(path).read(columns=["time"])["time"].cast(pa.int64()).to_numpy()
     return [int(m) * MINUTE_MS for m in np.unique(np.asarray(times) // MINUTE_MS)]

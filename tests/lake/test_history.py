@@ -17,8 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lake import history
 from lake.compact import compact_eligible
-from lake.history import ROW_GROUP_MINUTES, read_day, write_day_atomically
+from lake.history import (
+    ROW_GROUP_MINUTES,
+    merge_into_day,
+    merge_streams_into_day,
+    read_day,
+    write_day_atomically,
+)
 from lake.layout import (
     date_dir,
     duckdb_read_sql,
@@ -306,3 +313,33 @@ def test_write_minute_creates_the_history_placeholder_once(tmp_path: Path) -> No
     assert pq.read_table(placeholder).num_rows == 0
     assert sorted(os.listdir(tmp_path / "history")) == [".lock", "ticker=!empty"]
     assert list_tickers(tmp_path) == ["AAPL"]
+
+
+def test_streamed_merge_equals_merge_into_day_across_ties_and_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,200 rows of one millisecond (wider than any batch), groups cut at 2 h and at
+    ``MAX_ROW_GROUP_ROWS`` (500 here), new rows in three sorted runs read 100 at a time:
+    the same rows and row groups as ``merge_into_day``; a second merge changes nothing."""
+    monkeypatch.setattr(history, "MAX_ROW_GROUP_ROWS", 500)
+    start = OPEN_MS - 4 * 3_600_000
+    held = equity_ticks("AAPL", start + np.arange(3000, dtype=np.int64) * 5_000, 1)
+    tie = equity_ticks("AAPL", np.full(1200, start + 7_200_000, dtype=np.int64), 10_000)
+    shifted = held["time"].cast(pa.int64()).to_numpy()[::7] + 1
+    new = pa.concat_tables([tie, held.slice(100, 300), equity_ticks("AAPL", shifted, 20_000)])
+    whole, streamed = tmp_path / "whole.parquet", tmp_path / "streamed.parquet"
+    write_day_atomically(held, whole)
+    write_day_atomically(held, streamed)
+    minutes = sorted({t // MINUTE_MS * MINUTE_MS for t in new["time"].cast(pa.int64()).to_pylist()})
+    merge_into_day(whole, minutes, new, lambda t: write_day_atomically(t, whole))
+    order = new.sort_by([("time", "ascending"), ("seq", "ascending")])
+    runs = [order.filter(pa.array(np.arange(order.num_rows) % 3 == k)) for k in range(3)]
+    result = merge_streams_into_day(streamed, [iter([r]) for r in runs], (101, 30_000), 100)
+    assert result.kept_new == new.num_rows - 300 and result.bytes_written > 0
+    want, have = pq.ParquetFile(whole), pq.ParquetFile(streamed)
+    sizes = [want.metadata.row_group(g).num_rows for g in range(want.num_row_groups)]
+    assert sizes == [have.metadata.row_group(g).num_rows for g in range(have.num_row_groups)]
+    assert max(sizes) == 500 and have.read().equals(want.read())
+    stamp = streamed.stat().st_ino
+    again = merge_streams_into_day(streamed, [iter([r]) for r in runs], (101, 30_000), 100)
+    assert (again.kept_new, again.bytes_written, streamed.stat().st_ino) == (0, 0, stamp)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from lake.datadir import IMPORTS_FILE, TICKS_DIR, DataLockedError
+from lake.dedupe import merge_ticks
+from lake.history import write_day_atomically
 from lake.importer import (
     SEQ_BLOCK,
     ImportOptions,
@@ -26,11 +30,13 @@ from lake.importer import (
     import_files,
     import_seq_base,
 )
-from lake.layout import duckdb_read_sql, encode_ticker
+from lake.layout import duckdb_read_sql, encode_ticker, history_file
+from lake.schema import LAKE_SCHEMA
 from recorder.journal import Journal
 from tests.kit.times import IMPORT_OPEN_MS as T0
 
-NOW_US = 1_800_000_000_000_000  # the import's time: received_at of rows without one
+NOW_US = 1_800_000_000_000_000
+PAST = dt.date(2026, 11, 2)  # the import's time: received_at of rows without one
 
 
 def csv(path: Path, text: str) -> Path:
@@ -437,3 +443,110 @@ def test_past_days_go_straight_to_one_day_file_each(tmp_path: Path) -> None:
     assert on_history == lake(minute_only) and len(on_history) == 37
     again = run(data, source, history_before=before)
     assert again.ticks_added == 0 and again.day_files == 0 and lake(data) == on_history
+
+
+# --- streamed day merges (memory bounded by the options, not the day) ----------------------
+
+
+PAST_START_MS = int(dt.datetime(2026, 11, 2, 14, tzinfo=dt.UTC).timestamp()) * 1000
+
+
+def generated(rng: np.random.Generator, n: int, ticker: str) -> pa.Table:
+    """``n`` ticks over 14:00-18:00 of 2026-11-02 in whole seconds (ties on time), few
+    distinct values (identical twins at equal times), NaN, -0.0 and 0.0 in ``change``."""
+    times = PAST_START_MS + rng.integers(0, 4 * 3600, n) * 1000
+    changes = np.array([np.nan, -0.0, 0.0, 1.5], dtype=np.float32)
+    return pa.table(
+        {
+            "ticker": [ticker] * n,
+            "time": pa.array(times).cast(pa.timestamp("ms", "UTC")),
+            "price": rng.choice([100.0, 100.5, 101.0], n),
+            "change": pa.array(rng.choice(changes, n)),
+            "day_volume": rng.integers(1, 3, n),
+            "received_at": pa.array(times * 1000 + 5).cast(pa.timestamp("us", "UTC")),
+        }
+    )
+
+
+def as_lake(table: pa.Table, seqs: np.ndarray) -> pa.Table:
+    """``generated`` rows as lake rows with ``seqs``, deduplicated (a valid day file)."""
+    columns = {"id": table["ticker"], "seq": pa.array(seqs, pa.int64())}
+    columns |= {n: table[n] for n in ("time", "price", "change", "day_volume", "received_at")}
+    n = table.num_rows
+    arrays = [
+        columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type)
+        for f in LAKE_SCHEMA
+    ]
+    rows = pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)
+    return merge_ticks(LAKE_SCHEMA.empty_table(), rows)[0]
+
+
+def bits(table: pa.Table) -> pa.Table:
+    """``table`` with floats as their bit patterns: NaN equals the same NaN, -0.0 not 0.0."""
+    out = table.combine_chunks()
+    for i, f in enumerate(out.schema):
+        if pa.types.is_floating(f.type):
+            width = pa.int32() if f.type == pa.float32() else pa.int64()
+            out = out.set_column(i, f.name, out[f.name].chunk(0).view(width))
+    return out
+
+
+def test_streamed_day_import_equals_the_whole_table_merge_bit_for_bit(tmp_path: Path) -> None:
+    """Out-of-order input with twins inside it, twins of recorded rows (the import's lower
+    seq wins), a row an interrupted run of this import left at another time (its seq is
+    kept), NaN and -0.0: the streamed merge, spilled into more than ``FAN_IN`` runs and
+    merged a few hundred rows at a time, leaves the same rows in the same row groups."""
+    rng = np.random.default_rng(7)
+    base = tmp_path / "base"
+    recorded = generated(rng, 3000, "AAPL")
+    held = as_lake(recorded, np.arange(1, 3001))
+    incoming = pa.concat_tables(
+        [generated(rng, 3000, "AAPL"), generated(rng, 3000, "MSFT"), recorded.slice(0, 400)]
+    )
+    incoming = pa.concat_tables([incoming, incoming.take(rng.integers(0, 6_400, 600))])
+    source = tmp_path / "in.parquet"
+    incoming = incoming.take(rng.permutation(incoming.num_rows))
+    pq.write_table(incoming, source)
+    first_aapl = incoming["ticker"].to_pylist().index("AAPL")  # the seq its row 1 will get
+    left = as_lake(generated(rng, 1, "AAPL"), np.array([import_seq_base(1) + first_aapl]))
+    left = left.set_column(1, "price", pa.array([555.0], pa.float32()))  # not the import's row
+    write_day_atomically(pa.concat_tables([held, left]), history_file(base, "AAPL", PAST))
+    before = dt.date(2026, 11, 24)
+    whole, streamed = tmp_path / "whole", tmp_path / "streamed"
+    shutil.copytree(base, whole)
+    shutil.copytree(base, streamed)
+    expected = run(whole, source, history_before=before, stream_days=False)
+    small = {"batch_rows": 300, "spill_rows": 300, "merge_rows": 1024}
+    got = run(streamed, source, history_before=before, **small)
+    fields = ("rows", "ticks_added", "duplicates", "day_files", "minute_files")
+    assert [getattr(got, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert expected.duplicates > 600 and expected.day_files == 2
+    for ticker in ("AAPL", "MSFT"):
+        want, have = (pq.ParquetFile(history_file(d, ticker, PAST)) for d in (whole, streamed))
+        groups = [want.metadata.row_group(g).num_rows for g in range(want.num_row_groups)]
+        assert groups == [have.metadata.row_group(g).num_rows for g in range(have.num_row_groups)]
+        assert len(groups) >= 2
+        assert bits(have.read()).equals(bits(want.read()))
+    day = pq.read_table(history_file(streamed, "AAPL", PAST))
+    assert import_seq_base(1) + first_aapl in day["seq"].to_pylist()  # the left-over row stays
+    assert 555.0 in day["price"].to_pylist()
+    assert pc.sum(pc.greater(day["seq"], 0)).as_py() < held.num_rows  # replaced
+    assert lake(streamed) == lake(whole)
+    assert not [p for p in (streamed / "history").iterdir() if p.name.startswith(".import-run")]
+
+
+def test_streamed_reimport_of_a_day_rewrites_nothing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    source = tmp_path / "in.parquet"
+    pq.write_table(generated(rng, 2000, "AAPL"), source)
+    data, before = tmp_path / "data", dt.date(2026, 11, 24)
+    first = run(data, source, history_before=before, spill_rows=500)
+    path = history_file(data, "AAPL", PAST)
+    stamp = path.stat().st_mtime_ns, path.stat().st_ino
+    state = json.loads((data / IMPORTS_FILE).read_bytes())
+    state["next_import"] = 1  # as if the first run had been interrupted: the same seqs
+    (data / IMPORTS_FILE).write_text(json.dumps(state))
+    again = run(data, source, history_before=before, spill_rows=500)
+    assert first.ticks_added > 0 and first.day_files == 1
+    assert (again.ticks_added, again.day_files, again.duplicates) == (0, 0, 2000)
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
