@@ -376,8 +376,8 @@ def duckdb_ticker_sql(
     placeholders = minute_placeholder(base), history_placeholder(base)
     store = _remote(base, remote)
     local = all(p.is_file() for p in placeholders)
-    if not local and store is None:
-        return None
+    if not local and (store is None or _has_local_files(base)):
+        return None  # local files without placeholders: the whole-lake expression reads them
     legacy = _legacy(base)
     folder = f"replace({symbol}, '=', '%3D')"
     date = "'*'" if day is None else f"coalesce(strftime(CAST({day} AS DATE), '%Y-%m-%d'), '*')"
@@ -562,6 +562,13 @@ def _holds_parquet(tree: Path, depth: int, placeholder: Path) -> bool:
         elif entry.is_dir() and _holds_parquet(Path(entry.path), depth - 1, placeholder):
             return True
     return False
+
+
+def _has_local_files(base: Path) -> bool:
+    """Whether either local tier holds a Parquet file (stops at the first)."""
+    return _holds_parquet(base / TICKS_DIR, 3, minute_placeholder(base)) or _holds_parquet(
+        base / HISTORY_DIR, 2, history_placeholder(base)
+    )
 
 
 def hidden_days_sql(root: Path) -> list[str]:
