@@ -40,7 +40,9 @@ def seen(root: Path, remote: RemoteLake | None = None, where: str = "true") -> l
         return sorted(con.execute(f"{sql} WHERE {where}").fetchall())
 
 
-def seen_of(root: Path, symbol: str, day: str = "NULL", remote: RemoteLake | None = None) -> list[Row]:
+def seen_of(
+    root: Path, symbol: str, day: str = "NULL", remote: RemoteLake | None = None
+) -> list[Row]:
     """The same through one ticker's expression (the ``ticks_of`` macro's)."""
     with duckdb.connect() as con:
         store = remote_lake(root, remote)
