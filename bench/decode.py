@@ -1,11 +1,18 @@
 """Frames decoded into columns per second on one core, beside the bare base64+parse rate.
 
-    python -m bench.decode [--frames 400000] [--batch 10000]
+    python -m bench.decode [--frames 400000] [--batch 10000] [--burst-frames 100000]
+                           [--burst-symbols 100]
 
 The baseline is the least any decoder must do per frame: base64-decode and parse with
 protobuf's C parser (upb), extracting nothing. ticklake's decoder does that work *and* yields
 all 47 columns; the ratio is printed in the same run. Frames are a realistic mix (equities,
 ETFs, FX, crypto, futures) in Yahoo's v2 envelope, the recorder's default, and in v1.
+
+Then the lake writer's case: ``--burst-frames`` frames of the simulator's burst mode
+(``--burst-symbols`` crypto symbols, as ``bench.lake_path`` streams them), decoded in one
+batch as the writer does: CPU time per frame (``time.process_time``, best of 5, so other
+load on the machine counts little), of ``decode_batch`` and of its reference path
+(``reference=True``: each frame unwrapped alone, every message walked field by field).
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from collections.abc import Callable
 
 from lake.schema import PricingData
 from recorder.wire.decode import decode_batch
+from ticklake.simulator.burst import CHUNK_FRAMES
+from ticklake.simulator.feed import Feed
+from ticklake.simulator.wire import encode, field_bytes
 
 Q = PricingData
 
@@ -107,6 +117,45 @@ def sample_messages(count: int, seed: int = 1) -> list[PricingData]:
     return out
 
 
+def burst_frames(count: int, symbols: int, seed: int = 1) -> list[str]:
+    """``count`` v2 frames as the simulator's burst mode makes them: chunks of one tick of
+    every symbol per round, a second apart (see ``ticklake.simulator.burst``)."""
+    names = [f"C{i:03d}-USD" for i in range(symbols)]  # as bench.ingest's symbols
+    feed, rounds = Feed(seed, 1.0), max(1, CHUNK_FRAMES // symbols)
+    hours = PricingData.REGULAR_MARKET
+    out: list[str] = []
+    t = 1_713_276_945_000
+    while len(out) < count:
+        clock = field_bytes(PricingData(time=t, market_hours=hours))
+        statics = [field_bytes(feed.symbol(s).template) | clock for s in names]
+        columns = [feed.symbol(s).next_columns(rounds, hours, 1) for s in names]
+        out += _texts(encode(statics, columns, 2).frames)
+        t += 1000
+    return out[:count]
+
+
+def _texts(data: bytes) -> list[str]:
+    """The texts of a server's unmasked WebSocket text frames, back to back."""
+    out, i = [], 0
+    while i < len(data):
+        size, i = data[i + 1] & 0x7F, i + 2
+        if size == 126:
+            size, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        out.append(data[i : i + size].decode())
+        i += size
+    return out
+
+
+def cpu_per_frame(fn: Callable[[], object], count: int, repeats: int = 5) -> float:
+    """CPU microseconds per frame of ``fn``, best of ``repeats``."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        fn()
+        best = min(best, time.process_time() - started)
+    return best / count * 1e6
+
+
 def rate(fn: Callable[[], object], count: int, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -120,6 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=400_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--burst-frames", type=int, default=100_000)
+    parser.add_argument("--burst-symbols", type=int, default=100)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -155,6 +206,14 @@ def main() -> None:
     print(
         f"ticklake  decode_batch -> 47 Arrow columns, v2: {r2 / 1e3:8.0f} k frames/s"
         f"  ({r2 / base:.2f}x baseline)  target >= 300 k/s"
+    )
+    burst = burst_frames(args.burst_frames, args.burst_symbols)
+    fast = cpu_per_frame(lambda: decode_batch(burst), len(burst))
+    slow = cpu_per_frame(lambda: decode_batch(burst, reference=True), len(burst))
+    print(
+        f"burst     {len(burst):,} frames of {args.burst_symbols} symbols, one batch:"
+        f" decode_batch {fast:.2f} us CPU/frame, reference path {slow:.2f} us"
+        f" ({slow / fast:.2f}x)"
     )
 
 

@@ -1,14 +1,19 @@
 """Batches of frames into columns: the recorder's hot path.
 
 :func:`decode_batch` turns many frames into one Arrow table with :data:`TICK_SCHEMA`'s
-columns, without building a Python object per field. Each payload is first checked by
-protobuf's own parser (upb: it rejects truncated or garbage bytes and invalid UTF-8), then
-all valid payloads are walked *together* by a vectorized protobuf wire reader in NumPy: step
-``k`` reads the ``k``-th field of every message at once, so the Python-level work grows with
-the number of fields in a message (~15), not with the number of ticks. The reader checks
-what protobuf's parser checks (truncation, overlong varints, field 0 or above 2^29 - 1,
-group or reserved wire types, invalid UTF-8 in strings);
-``tests/recorder/wire/test_decode.py`` holds it to protobuf's own parser (upb) on random,
+columns, without building a Python object per field, in three steps over the whole batch:
+
+1. ``recorder.wire.frames.unwrap_batch``: envelopes and base64, for all frames at once when
+   they are all in Yahoo's compact v2 envelope (a few passes over the joined text), else
+   per kind of frame, :func:`~recorder.wire.frames.unwrap` for any odd one;
+2. ``recorder.wire.layouts``: the messages that share a layout with many others (a burst
+   has a handful of layouts) are compared with one of them and read at its offsets;
+3. ``recorder.wire.walk``: the rest are walked together, field by field, in NumPy.
+
+Then each column is built from the values found. ``decode_batch(frames, reference=True)``
+skips the bulk parts of 1 and 2 (each frame unwrapped alone, every message walked);
+``tests/recorder/wire/test_bulk.py`` holds both paths equal, and
+``tests/recorder/wire/test_decode.py`` holds them to protobuf's own parser (upb) on random,
 corrupted and crafted messages.
 
 Invariants:
@@ -38,44 +43,16 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from lake.schema import TICK_FIELDS, TICK_SCHEMA, TickField
-from recorder.wire.frames import MAX_FRAME_CHARS, FrameError, SkippedFrame, unwrap
+from recorder.wire.frames import PADDING, FrameError, unwrap, unwrap_batch
+from recorder.wire.layouts import MIN_ROWS, match
+from recorder.wire.walk import Walk
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 log = logging.getLogger(__name__)
 
-_SLOTS: Final = 48  # field numbers 1..47; slot 0 collects every unknown field
-_WIRE: Final = {"string": 2, "strings": 2, "float": 5, "double": 1, "sint64": 0, "enum": 0}
-_EXPECTED_WIRE: Final = np.full(_SLOTS, -1, dtype=np.int64)
-_REPEATED: Final = np.zeros(_SLOTS, dtype=np.bool_)
-for _f in TICK_FIELDS:
-    _EXPECTED_WIRE[_f.number] = _WIRE[_f.kind]
-    _REPEATED[_f.number] = _f.kind == "strings"
-_MAX_NUMBER: Final = (1 << 29) - 1  # protobuf's largest field number; upb rejects above
-_PAD: Final = b"\x00" * 32  # reads may run up to 19 bytes past the last payload
 _REPORTED: set[int] = set()  # field numbers this process has logged as unknown
-
-
-class _Fields:
-    """Fields the walk keeps besides the last value of each scalar: one (k, 4) array per
-    step of (row, field number, start, last), ``last`` being a repeated field element's
-    length or an unknown field's wire type."""
-
-    def __init__(self) -> None:
-        self._parts: list[I64] = []
-
-    def note(self, rows: I64, number: I64, start: I64, last: I64 | U64, which: Mask) -> None:
-        if which.any():
-            picked = (rows[which], number[which], start[which], last[which].astype(np.int64))
-            self._parts.append(np.stack(picked, axis=1))
-
-    def sorted(self) -> I64:
-        """All of them as one (k, 4) array by row, each row's in the order they arrived."""
-        if not self._parts:
-            return np.zeros((0, 4), dtype=np.int64)
-        joined = np.concatenate(self._parts)  # step after step: each row's in wire order
-        return joined[np.argsort(joined[:, 0], kind="stable")]
 
 
 @dataclass
@@ -95,122 +72,55 @@ class DecodedBatch:
     unknown_fields: Counter[int] = field(default_factory=Counter)
 
 
-def decode_batch(frames: Sequence[str | bytes]) -> DecodedBatch:
-    """Decode ``frames`` (v1 or v2, mixed freely) into columns; never raises on bad input."""
-    payloads: list[bytes] = []
-    index: list[int] = []
-    errors: list[FrameError] = []
-    skipped: Counter[str] = Counter()
-    for i, frame in enumerate(frames):
-        try:
-            payloads.append(unwrap(frame))
-            index.append(i)
-        except FrameError as exc:
-            errors.append(exc.at(i))
-        except SkippedFrame as skip:
-            skipped[skip.kind] += 1
-    table, reasons, unknown = _columns(payloads)
-    frame_index = np.asarray(index, dtype=np.int64)
+def decode_batch(frames: Sequence[str | bytes], *, reference: bool = False) -> DecodedBatch:
+    """Decode ``frames`` (v1 or v2, mixed freely) into columns; never raises on bad input.
+
+    ``reference=True`` takes the plain path the fast one must equal: every frame unwrapped
+    on its own (:func:`~recorder.wire.frames.unwrap`), every payload walked field by
+    field; the tests hold the two equal."""
+    payloads = unwrap_batch(frames, bulk=not reference)
+    errors, frame_index = payloads.errors, payloads.index
+    table, reasons, unknown = _columns(
+        payloads.data, payloads.starts, payloads.lengths, layouts=not reference
+    )
     if reasons:
         for row, reason in reasons.items():
             errors.append(FrameError(reason, int(frame_index[row])))
-        keep = np.ones(len(payloads), dtype=np.bool_)
+        keep = np.ones(frame_index.size, dtype=np.bool_)
         keep[list(reasons)] = False
         table = table.filter(pa.array(keep))
         frame_index = frame_index[keep]
-        errors.sort(key=lambda e: e.index)
-    return DecodedBatch(table, frame_index, errors, skipped, unknown)
+    errors.sort(key=lambda e: e.index)
+    return DecodedBatch(table, frame_index, errors, payloads.skipped, unknown)
 
 
 def decode_frame(frame: str | bytes) -> pa.Table:
     """One frame as a one-row table; raises :class:`FrameError` or :class:`SkippedFrame`."""
-    table, reasons, _ = _columns([unwrap(frame)])
+    payload = unwrap(frame)
+    start, length = np.zeros(1, dtype=np.int64), np.full(1, len(payload), dtype=np.int64)
+    table, reasons, _ = _columns(payload + bytes(PADDING), start, length)
     if reasons:
         raise FrameError(reasons[0])
     return table
 
 
-def _varint(data: npt.NDArray[np.uint8], pos: I64) -> tuple[U64, I64]:
-    """Read one varint at each position: (values, byte lengths). Length 0 means malformed.
-
-    Byte ``k`` is read only for the varints still going after ``k`` bytes, so the common
-    one-byte tag costs three array operations.
-    """
-    byte = data[pos].astype(np.uint64)
-    value = byte & np.uint64(0x7F)
-    length = np.ones(pos.size, dtype=np.int64)
-    going = np.flatnonzero(byte >= 0x80)
-    k = 1
-    while going.size and k < 10:
-        byte = data[pos[going] + k].astype(np.uint64)
-        value[going] |= (byte & np.uint64(0x7F)) << np.uint64(7 * k)
-        length[going] += 1
-        going = going[byte >= 0x80]
-        k += 1
-    length[going] = 0
-    return value, length
-
-
-def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str], Counter[int]]:
-    """Walk all payloads field by field: the table, a reason for each bad row, and the
-    unknown fields of the good rows by field number (logged on first sight)."""
-    n = len(payloads)
-    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-    ends = np.cumsum(lengths)
-    pos = ends - lengths
-    data = np.frombuffer(b"".join(payloads) + _PAD, dtype=np.uint8)
-    # One row per field number, so each field's values are contiguous.
-    raw = np.zeros((_SLOTS, n), dtype=np.uint64)  # value bits, or a string's start
-    size = np.zeros((_SLOTS, n), dtype=np.int64)  # a string's length
-    seen = np.zeros((_SLOTS, n), dtype=np.bool_)
-    bad = np.zeros(n, dtype=np.bool_)
-    repeated, unknown = _Fields(), _Fields()
-    rows = np.flatnonzero(pos < ends)
-    while rows.size:
-        at = pos[rows]
-        tag, taglen = _varint(data, at)
-        at = at + taglen
-        number = (tag >> np.uint64(3)).astype(np.int64)
-        wire = (tag & np.uint64(7)).astype(np.int64)
-        value = np.zeros(rows.size, dtype=np.uint64)
-        width = np.zeros(rows.size, dtype=np.int64)
-        start = at.copy()
-        broken = (taglen == 0) | (number == 0) | (number > _MAX_NUMBER) | (wire == 3) | (wire == 4)
-        broken |= wire > 5
-        is_var = wire == 0
-        if is_var.any():
-            v, w = _varint(data, at[is_var])
-            value[is_var], width[is_var] = v, w
-            broken[is_var] |= w == 0
-        for wt, nbytes, dtype in ((5, 4, np.uint32), (1, 8, np.uint64)):
-            fixed = wire == wt
-            if fixed.any():
-                chunk = data[at[fixed][:, None] + np.arange(nbytes)]
-                value[fixed] = chunk.view(dtype).ravel().astype(np.uint64)
-                width[fixed] = nbytes
-        is_len = wire == 2
-        if is_len.any():
-            v, w = _varint(data, at[is_len])
-            too_long = v > np.uint64(MAX_FRAME_CHARS)
-            start[is_len] = at[is_len] + w
-            value[is_len] = np.where(too_long, np.uint64(0), v)
-            width[is_len] = w + value[is_len].astype(np.int64)
-            broken[is_len] |= (w == 0) | too_long
-        at = at + width
-        broken |= at > ends[rows]
-        slot = np.where(number < _SLOTS, number, 0)
-        expected = _EXPECTED_WIRE[slot] == wire
-        repeated.note(rows, number, start, value, ~broken & expected & _REPEATED[slot])
-        unknown.note(rows, number, start, wire, ~broken & ~expected)
-        take = ~broken & expected
-        r, s = rows[take], slot[take]
-        seen[s, r] = True
-        raw[s, r] = np.where(is_len[take], start[take].astype(np.uint64), value[take])
-        size[s, r] = np.where(is_len[take], value[take].astype(np.int64), 0)
-        pos[rows] = at
-        bad[rows[broken]] = True
-        rows = rows[~broken]
-        rows = rows[pos[rows] < ends[rows]]
+def _columns(
+    payloads: bytes, starts: I64, lengths: I64, *, layouts: bool = True
+) -> tuple[pa.Table, dict[int, str], Counter[int]]:
+    """Walk the payloads ``payloads[starts[i] : starts[i] + lengths[i]]`` (followed by
+    :data:`~recorder.wire.frames.PADDING` zero bytes at least): the table, a
+    reason for each bad row, and the unknown fields of the good rows by field number
+    (logged on first sight). Payloads of a shared layout are read at its offsets
+    (``recorder.wire.layouts``), the others walked field by field."""
+    n = len(starts)
+    ends = starts + lengths
+    data = np.frombuffer(payloads, dtype=np.uint8)
+    state = Walk(n)
+    rows = np.arange(n, dtype=np.int64)
+    if layouts and n >= MIN_ROWS:
+        rows = match(payloads, data, starts, lengths, rows, state.keep_step)
+    state.walk(data, starts.copy(), ends, rows)
+    seen, bad = state.seen, state.bad
     reasons = {
         int(r): "invalid protobuf: truncated or malformed PricingData" for r in np.flatnonzero(bad)
     }
@@ -219,7 +129,7 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str], Counter[i
         reasons[int(row)] = "tick has no id (field 1)"
     for row in np.flatnonzero(~bad & seen[1] & ~seen[3]):
         reasons[int(row)] = "tick has no time (field 3)"
-    elements = repeated.sorted()
+    elements = state.repeated.sorted()
     elements = elements[~bad[elements[:, 0]]]
     columns = []
     for f in TICK_FIELDS:
@@ -227,11 +137,11 @@ def _columns(payloads: list[bytes]) -> tuple[pa.Table, dict[int, str], Counter[i
             mine = elements[elements[:, 1] == f.number]
             column = _list_column(data, mine, n, reasons)
         else:
-            column = _column(f, data, raw[f.number], size[f.number], seen[f.number])
+            column = _column(f, data, state.raw[f.number], state.size[f.number], seen[f.number])
         if f.kind == "string":
             column = _valid_utf8(column, reasons)
         columns.append(column)
-    counts = _unknown(unknown.sorted(), bad, reasons)
+    counts = _unknown(state.unknown.sorted(), bad, reasons)
     return pa.Table.from_arrays(columns, schema=TICK_SCHEMA), reasons, counts
 
 
@@ -267,16 +177,9 @@ def _list_column(
     counts = np.bincount(elements[:, 0], minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
-    lengths = elements[:, 3]
-    value_offsets = np.zeros(len(elements) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=value_offsets[1:])
-    picks = np.arange(int(value_offsets[-1]), dtype=np.int64) - np.repeat(
-        value_offsets[:-1] - elements[:, 2], lengths
-    )
+    body, value_offsets = _gather(data, elements[:, 2], elements[:, 3])
     values = pa.Array.from_buffers(
-        pa.string(),
-        len(elements),
-        [None, pa.py_buffer(value_offsets), pa.py_buffer(data[picks])],
+        pa.string(), len(elements), [None, pa.py_buffer(value_offsets), pa.py_buffer(body)]
     )
     owner: dict[int, str] = {}  # element -> why it is bad
     values = _valid_utf8(values, owner)
@@ -306,6 +209,16 @@ def _valid_utf8(column: pa.Array, reasons: dict[int, str]) -> pa.Array:
     return pa.array(good, type=pa.string())
 
 
+def _gather(
+    data: npt.NDArray[np.uint8], starts: I64, lengths: I64
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
+    """The bytes ``data[starts[i] : starts[i] + lengths[i]]`` joined, and their offsets."""
+    offsets = np.zeros(len(starts) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    picks = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1] - starts, lengths)
+    return data[picks], offsets
+
+
 def _mask(present: npt.NDArray[np.bool_]) -> pa.Buffer | None:
     if present.all():
         return None
@@ -325,13 +238,7 @@ def _column(
     if not present.any():
         return pa.nulls(n, f.arrow_type)
     if f.kind == "string":
-        lengths = np.where(present, size, 0)
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        picks = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(
-            offsets[:-1] - raw.astype(np.int64), lengths
-        )
-        body = data[picks]
+        body, offsets = _gather(data, raw.astype(np.int64), np.where(present, size, 0))
         buffers = [_mask(present), pa.py_buffer(offsets), pa.py_buffer(body)]
         return pa.Array.from_buffers(pa.string(), n, buffers)
     if f.kind == "sint64":
