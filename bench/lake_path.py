@@ -169,11 +169,13 @@ def visible_rows(data: Path) -> int:
         return int(con.execute(f"SELECT count(*) FROM {duckdb_read_sql(data)}").fetchall()[0][0])
 
 
-def _settled(data: Path, quiet_s: float = 2.0) -> tuple[int, float]:
-    """(rows, perf_counter when they last grew) once the lake stops growing for ``quiet_s``."""
+def _settled(data: Path, quiet_s: float = 10.0) -> tuple[int, float]:
+    """(rows, perf_counter when they last grew) once the lake holds a row for every frame
+    journaled (the simulator has stopped: the journal no longer grows), or stops growing
+    for ``quiet_s`` (longer than the flush interval, which the last backlog may wait)."""
     rows, grew = visible_rows(data), time.perf_counter()
-    while time.perf_counter() - grew < quiet_s:
-        time.sleep(0.25)
+    while time.perf_counter() - grew < quiet_s and rows < journaled(data):
+        time.sleep(0.1)
         now = visible_rows(data)
         if now != rows:
             rows, grew = now, time.perf_counter()

@@ -23,7 +23,10 @@ Invariants:
   marker's ``seq``): readers keep one row per seq, and a fold merges under the lake's
   dedupe rules, so nothing is doubled;
 - deltas are written without fsync: the journal is the durable copy, and a restart re-applies
-  everything after the marker's ``seq``.
+  everything after the marker's ``seq``;
+- a fold may read its deltas a range of tickers at a time (:func:`ticker_ranges`, a
+  :class:`Delta` with ``tickers``): the ranges cover every ticker once, so its peak memory
+  is one range's rows, not the whole minute's.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -60,6 +64,7 @@ __all__ = [
     "prune",
     "publish_fold",
     "read_delta",
+    "ticker_ranges",
     "write_delta",
 ]
 
@@ -106,6 +111,11 @@ class Delta:
     last_seq: int
     max_time_ms: int
     min_time_ms: int = 0  # known to its writer; 0 when listed from the folder
+    tickers: tuple[str, str] | None = None  # read only the rows with lo <= id <= hi
+
+    def only(self, tickers: tuple[str, str] | None) -> Delta:
+        """This delta, read as the rows of ``tickers`` (inclusive range) only."""
+        return replace(self, tickers=tickers)
 
 
 def designated_to_files(
@@ -159,11 +169,37 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def read_delta(delta: Delta) -> pa.Table:
-    """A delta's rows as today's lake columns, whichever version wrote it."""
+    """A delta's rows (those of ``delta.tickers`` when set) as today's lake columns,
+    whichever version wrote it."""
     file = pq.ParquetFile(delta.path)
+    rows = file.read()
+    if delta.tickers is not None:
+        lo, hi = delta.tickers
+        ids = rows["id"]
+        rows = rows.filter(pc.and_(pc.greater_equal(ids, lo), pc.less_equal(ids, hi)))
     if file.schema_arrow.equals(LAKE_SCHEMA):
-        return file.read()
-    return upgrade(file.read(), LAKE_SCHEMA.names)
+        return rows
+    return upgrade(rows, LAKE_SCHEMA.names)
+
+
+def ticker_ranges(deltas: Sequence[Delta], max_rows: int) -> list[tuple[str, str] | None]:
+    """Inclusive ranges of tickers that split the rows of ``deltas`` into parts of about
+    ``max_rows`` (never splitting a ticker); ``[None]`` (everything) when they fit in one.
+
+    Every ticker of the deltas lies in exactly one range (Arrow's string order: the order
+    of ``read_delta``'s filter). Deltas hold no row without a ticker."""
+    counts = [pq.read_metadata(d.path).num_rows for d in deltas]
+    if sum(counts) <= max_rows:
+        return [None]
+    ids = pa.chunked_array([pq.read_table(d.path, columns=["id"])["id"] for d in deltas])
+    per_ticker = pc.value_counts(ids.drop_null())
+    order = pc.sort_indices(per_ticker.field("values"))
+    tickers = per_ticker.field("values").take(order).to_pylist()
+    rows = np.cumsum(per_ticker.field("counts").take(order).to_numpy())
+    cuts = np.searchsorted(rows, np.arange(max_rows, int(rows[-1]), max_rows), side="left")
+    starts = sorted({0, *(int(c) + 1 for c in cuts if c + 1 < len(tickers))})
+    ends = [*(i - 1 for i in starts[1:]), len(tickers) - 1]
+    return [(tickers[a], tickers[b]) for a, b in zip(starts, ends, strict=True)]
 
 
 def list_deltas(root: Path) -> list[Delta]:

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import Counter
@@ -221,11 +222,19 @@ class Ingest:
         """The stored rows of the minutes with files that ``rows`` touch: sealed minutes (late
         ticks: rare), and every minute before ``files_before_ms`` (what the start wrote)."""
         cut = max(self.seal.watermark_ms, self.files_before_ms)
-        late = rows.filter(pa.array(_times(rows) < cut))
+        times = _times(rows)
+        late = np.flatnonzero(times < cut)
         parts = [LAKE_SCHEMA.empty_table()]
-        for ticker in pc.unique(late["id"]).to_pylist():
-            mine = late.filter(pc.equal(late["id"], ticker))
-            minutes = np.unique(_times(mine) // MINUTE_MS * MINUTE_MS).tolist()
+        if not len(late):
+            return parts[0]
+        # grouped by ticker with one sort (the first cycle after a start can hold every
+        # ticker: a filter per ticker would cost rows x tickers)
+        ids = rows["id"].take(pa.array(late)).to_numpy(zero_copy_only=False)
+        order = np.argsort(ids, kind="stable")
+        ids, minute_of = ids[order], (times[late] // MINUTE_MS * MINUTE_MS)[order]
+        bounds = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+        for lo, hi in itertools.pairwise(bounds):
+            ticker, minutes = str(ids[lo]), np.unique(minute_of[lo:hi]).tolist()
             try:
                 parts.append(read_minutes(self.root, ticker, minutes))
             except LakeReadError as exc:  # the fold sets the file aside when it gets there

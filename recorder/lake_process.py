@@ -18,7 +18,12 @@ Invariants:
 - a failpoint reached in the child kills the parent too: a crash test's "the machine lost
   power here" stays true;
 - a child outlives neither its parent (SIGKILL on the parent's death, Linux's
-  ``PR_SET_PDEATHSIG``) nor :meth:`LakeProcess.close`.
+  ``PR_SET_PDEATHSIG``) nor :meth:`LakeProcess.close`;
+- the child gives freed memory back to the system after every cycle (issue 11: 5,000
+  symbols under 300 MB): Arrow allocates from the C library's heap, not mimalloc's (which
+  keeps a fold's pages), and ``malloc_trim`` returns the heap's free pages, which a
+  cycle's many small allocations otherwise scatter and pin (measured: a first cycle grew
+  the heap by 200 MB that ``malloc_trim`` gives back).
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Final
+
+import pyarrow as pa
 
 from lake import failpoints
 from lake.errors import LakeError, LakeStopped, first_line
@@ -172,6 +180,8 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
     failpoints.kill_also(parent_pid)
     RECENT.clear()
     RECENT.max_bytes = 0  # the files' readers (the per-minute job) live in the parent
+    pa.set_memory_pool(pa.system_memory_pool())  # freed pages go back (see the docstring)
+    trim = _heap_trimmer()
     writer = LakeWriter(config)
     signal.signal(signal.SIGTERM, lambda *_: writer.ingest.halt.set())
     try:
@@ -179,6 +189,7 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
             report = _cycle(writer, work)
             report.logs = captured.take()
             conn.send(report)
+            trim()
     except (EOFError, OSError):
         pass  # the parent is gone
     finally:
@@ -192,6 +203,20 @@ def _die_with_parent(parent_pid: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # it died before the line above
         os._exit(1)
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """A call that returns the C heap's free pages to the system (glibc's ``malloc_trim``;
+    nothing elsewhere). A few milliseconds per cycle."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+
+    def trim() -> None:
+        malloc_trim(0)
+
+    return trim
 
 
 def _cycle(writer: LakeWriter, work: Work) -> Report:

@@ -14,7 +14,8 @@ A cycle, in order:
 3. the cycle's frames are appended as deltas, ``FLUSH_FRAMES`` at a time;
 4. when the seal is due, a fold starts in a thread of its own, beside the next cycles'
    flushes: it writes each sealed (ticker, minute) file once from the deltas flushed when
-   it began, syncs them once, publishes the fold marker, then saves the seal. One fold runs
+   it began, a range of tickers at a time (``FOLD_ROWS``: its memory is a range's rows, not
+   the minute's), syncs them, publishes the fold marker, then saves the seal. One fold runs
    at a time; its failure is the next cycle's.
 
 Invariants:
@@ -50,17 +51,19 @@ from lake.deltas import (
     list_deltas,
     prune,
     publish_fold,
+    ticker_ranges,
 )
 from lake.errors import LakeError, LakeStopped
 from lake.quarantine import Quarantine
 from lake.seal import load_seal, save_seal
-from recorder.ingest import Ingest, IngestStats, record_columns
+from recorder.ingest import FoldResult, Ingest, IngestStats, record_columns
 from recorder.journal import Journal
 
 __all__ = ["FLUSH_FRAMES", "LakeWriter", "Report", "Work"]
 
 log = logging.getLogger(__name__)
 FLUSH_FRAMES: Final = 100_000  # frames appended as one delta at most (a burst: several)
+FOLD_ROWS: Final = 100_000  # delta rows a fold holds at once, about (a range of tickers)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class LakeWriter:
         old = self.fold
         watermark = max(old.watermark_ms, self.seal.watermark_ms)
         everything = Fold(old.generation + 1, top, top, watermark, now_ms)
-        result = self.ingest.fold(leftovers, old, everything, now_ms)
+        result = self._fold_ranges(leftovers, old, everything, now_ms)
         self._publish(Fold(everything.generation, top, top, watermark, now_ms))
         log.info("event=leftover_deltas_folded deltas=%d to_seq=%d", len(leftovers), top)
         return result.stats
@@ -250,7 +253,7 @@ class LakeWriter:
             self._late_pending = False
         watermark = max(target_ms, old.watermark_ms)
         wanted = Fold(old.generation + 1, old.base_seq, flushed, watermark, now_ms)
-        result = self.ingest.fold(deltas, old, wanted, now_ms)
+        result = self._fold_ranges(deltas, old, wanted, now_ms)
         if result.stats.files_written:
             failpoints.reach("fold_files_written")
         with self._state:
@@ -274,6 +277,21 @@ class LakeWriter:
             )
         prune(self.config.data, now_ms, DEFAULT_GRACE_S)
         return result.stats
+
+    def _fold_ranges(
+        self, deltas: Sequence[Delta], old: Fold, new: Fold, now_ms: int
+    ) -> FoldResult:
+        """``Ingest.fold`` a range of tickers at a time, as one fold: the marker it returns
+        designates only what every range wrote (the lowest base of them)."""
+        stats, remaining, base = IngestStats(), set(), new.seq
+        for tickers in ticker_ranges(deltas, FOLD_ROWS):
+            self._check_halt()
+            part = self.ingest.fold([d.only(tickers) for d in deltas], old, new, now_ms)
+            stats.add(part.stats)
+            remaining |= {d.path for d in part.remaining}
+            base = min(base, part.fold.base_seq)
+        fold = Fold(new.generation, base, new.seq, new.watermark_ms, new.published_ms)
+        return FoldResult(fold, stats, [d for d in deltas if d.path in remaining])
 
     def _flush_at_stop(self, work: Work) -> IngestStats:
         """Flush what is left as a delta if that is quick; otherwise leave it to the next

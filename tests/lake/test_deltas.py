@@ -17,6 +17,8 @@ from lake.deltas import (
     list_deltas,
     prune,
     publish_fold,
+    read_delta,
+    ticker_ranges,
     write_delta,
 )
 from lake.layout import duckdb_read_sql, duckdb_ticker_sql
@@ -133,3 +135,27 @@ def test_a_delta_is_named_by_its_seqs_and_newest_time(tmp_path: Path, rows: int)
     assert [(d.path, d.first_seq, d.last_seq, d.max_time_ms) for d in listed] == [
         (delta.path, 7, 9, T0 + 2_000)
     ]
+
+
+def test_ticker_ranges_split_the_rows_without_splitting_a_ticker(tmp_path: Path) -> None:
+    names = ["AAPL", "BRK-B", "EURUSD=X", "MSFT", "ZZ", "^GSPC", "€X"]  # Arrow's byte order
+    deltas = []
+    for flush in range(3):
+        parts = [ticks(n, [T0 + flush * 1_000 + i for i in range(4)], range(4)) for n in names]
+        table = pa.concat_tables(parts)
+        seqs = pa.array(np.arange(len(table)) + 1 + flush * 1_000, pa.int64())
+        delta = write_delta(
+            tmp_path, table.set_column(table.schema.get_field_index("seq"), "seq", seqs)
+        )
+        assert delta is not None
+        deltas.append(delta)
+    assert ticker_ranges(deltas, 84) == [None], "all 84 rows fit in one range"
+
+    ranges = ticker_ranges(deltas, 30)
+    assert len(ranges) > 1 and None not in ranges
+    whole = pa.concat_tables([read_delta(d) for d in deltas])
+    pieces = [pa.concat_tables([read_delta(d.only(r)) for d in deltas]) for r in ranges]
+    per_range = [sorted(set(p["id"].to_pylist())) for p in pieces]
+    assert sorted(n for ids in per_range for n in ids) == sorted(names), "each ticker once"
+    assert all(p.num_rows <= 30 + 12 for p in pieces), "about max_rows, a ticker at most over"
+    assert sorted(pa.concat_tables(pieces)["seq"].to_pylist()) == sorted(whole["seq"].to_pylist())
