@@ -29,7 +29,7 @@ from lake.schema import PricingData
 from recorder.wire.decode import decode_batch
 from ticklake.simulator.burst import CHUNK_FRAMES
 from ticklake.simulator.feed import Feed
-from ticklake.simulator.wire import encode, field_bytes
+from ticklake.simulator.wire import encode, field_bytes, frame_texts
 
 Q = PricingData
 
@@ -129,21 +129,9 @@ def burst_frames(count: int, symbols: int, seed: int = 1) -> list[str]:
         clock = field_bytes(PricingData(time=t, market_hours=hours))
         statics = [field_bytes(feed.symbol(s).template) | clock for s in names]
         columns = [feed.symbol(s).next_columns(rounds, hours, 1) for s in names]
-        out += _texts(encode(statics, columns, 2).frames)
+        out += frame_texts(encode(statics, columns, 2).frames)
         t += 1000
     return out[:count]
-
-
-def _texts(data: bytes) -> list[str]:
-    """The texts of a server's unmasked WebSocket text frames, back to back."""
-    out, i = [], 0
-    while i < len(data):
-        size, i = data[i + 1] & 0x7F, i + 2
-        if size == 126:
-            size, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        out.append(data[i : i + size].decode())
-        i += size
-    return out
 
 
 def cpu_per_frame(fn: Callable[[], object], count: int, repeats: int = 5) -> float:

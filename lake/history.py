@@ -117,18 +117,23 @@ def write_day(table: pa.Table, path: Path) -> None:
         times = np.asarray(table["time"].cast(pa.int64()).to_numpy(), dtype=np.int64)
     cuts = np.flatnonzero(np.diff(times // _GROUP_MS)) + 1
     bounds = np.r_[0, cuts, len(times)]
-    with pq.ParquetWriter(
+    with _day_file_writer(path) as writer:
+        if table.num_rows == 0:
+            writer.write_table(table)
+        for start, end in itertools.pairwise(bounds):
+            writer.write_table(table.slice(start, end - start), row_group_size=MAX_ROW_GROUP_ROWS)
+
+
+def _day_file_writer(path: Path) -> pq.ParquetWriter:
+    """A writer of a day file's encodings and statistics (the module's invariants)."""
+    return pq.ParquetWriter(
         path,
         LAKE_SCHEMA,
         compression=COMPRESSION,
         use_dictionary=_DICTIONARY,
         column_encoding=_DELTA,
         write_statistics=STATISTICS,
-    ) as writer:
-        if table.num_rows == 0:
-            writer.write_table(table)
-        for start, end in itertools.pairwise(bounds):
-            writer.write_table(table.slice(start, end - start), row_group_size=MAX_ROW_GROUP_ROWS)
+    )
 
 
 class _DayWriter:
@@ -137,14 +142,7 @@ class _DayWriter:
     same groups whatever the pieces; it holds at most one row group's rows."""
 
     def __init__(self, path: Path) -> None:
-        self.writer = pq.ParquetWriter(
-            path,
-            LAKE_SCHEMA,
-            compression=COMPRESSION,
-            use_dictionary=_DICTIONARY,
-            column_encoding=_DELTA,
-            write_statistics=STATISTICS,
-        )
+        self.writer = _day_file_writer(path)
         self.held: list[pa.Table] = []
         self.rows = self.written = 0
         self.group: int | None = None

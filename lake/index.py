@@ -21,7 +21,7 @@ from lake.datadir import HISTORY_DIR, TICKS_DIR
 from lake.history import day_minutes
 from lake.layout import PART_NAME, decode_ticker, encode_ticker, history_file, lake_days, ticker_dir
 from lake.minutes import list_minutes, list_tickers
-from lake.offload import day_source, readable
+from lake.offload import MARKER, day_source, readable
 from lake.recent import FileKey, file_key
 from lake.remote import RemoteDay, RemoteLake
 from lake.symbols import SymbolError
@@ -101,13 +101,14 @@ class LakeIndex:
         key = (ticker, day)
         if key not in self._day_files:
             path = _history_path(self.root, ticker, day)
+            source: Path | RemoteDay | None = None
             if os.path.isfile(path):
-                self._day_files[key] = path
-            else:
+                source = path
+            elif os.path.isfile(path.parent / MARKER):  # offloaded from here
                 source = day_source(self.root, ticker, _date(day))
-                if source is None and self.remote is not None:
-                    source = self._remote_day(ticker, day)
-                self._day_files[key] = source
+            elif self.remote is not None:
+                source = self._remote_day(ticker, day)
+            self._day_files[key] = source
         return self._day_files[key]
 
     def source(self, ticker: str, minute: int) -> Path | RemoteDay:

@@ -296,11 +296,7 @@ def _with_remote(files_sql: str, day_files: str, where: str = "", *, legacy: boo
     its listing ``day_files`` holds from the object store, every other from ``files_sql``
     (``lake.remote``: a local day file outlives its upload by a grace period)."""
     rows = _read_parquet_sql(day_files, _HISTORY_TYPES_SQL, ", allow_empty = true", legacy=legacy)
-    days = (
-        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
-        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
-        f"FROM read_blob({day_files})"
-    )
+    days = _listed_days_sql(f"read_blob({day_files})")
     return (
         f"(SELECT l.* FROM {files_sql} AS l ANTI JOIN ({days}) AS r "
         f"ON l.ticker = r.ticker AND l.date = r.date "
@@ -475,11 +471,7 @@ def _exactly_once_sql(
     ``day_files`` is the ``read_blob(...)`` listing the history files first, ``hidden``
     the days pruned from the minute glob by constants, ``where`` more conditions."""
     prune = f" WHERE (ticker, date) NOT IN ({', '.join(hidden)})" if hidden else ""
-    days = (
-        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
-        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
-        f"FROM {day_files}"
-    )
+    days = _listed_days_sql(day_files)
     both = (
         f"SELECT {_COLUMNS}, date, minute, ticker, false AS compacted FROM {minute_sql}{prune} "
         f"UNION ALL {_HISTORY_ROWS}, true AS compacted FROM {history_sql}"
@@ -488,6 +480,16 @@ def _exactly_once_sql(
         f"(SELECT {_U_COLUMNS}, u.date, u.minute, u.ticker FROM ({days}) AS d "
         f"RIGHT JOIN ({both}) AS u ON d.ticker = u.ticker AND d.date = u.date "
         f"WHERE u.compacted = (d.ticker IS NOT NULL){where})"
+    )
+
+
+def _listed_days_sql(listing: str) -> str:
+    """(ticker, date) of every day file a ``read_blob(...)`` ``listing`` names (from the
+    names alone: nothing is read)."""
+    return (
+        f"SELECT DISTINCT replace(regexp_extract(filename, {_DAY_RE}, 1), '%3D', '=') AS ticker, "
+        f"TRY_CAST(regexp_extract(filename, {_DAY_RE}, 2) AS DATE) AS date "
+        f"FROM {listing}"
     )
 
 

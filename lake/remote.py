@@ -50,7 +50,6 @@ from lake.atomic import atomic_write_bytes
 from lake.datadir import HISTORY_DIR, LAKE_URL_FILE
 from lake.errors import LakeError, first_line
 from lake.schema import LAKE_SCHEMA
-from lake.symbols import SymbolError
 
 if TYPE_CHECKING:
     import duckdb
@@ -198,20 +197,17 @@ class RemoteLake:
         except (OSError, pa.ArrowException) as exc:
             raise RemoteError(f"cannot read {self.url_of(key)}: {first_line(exc)}") from exc
 
-    def upload(self, local: Path, folder_value: str, date: dt.date) -> str:
-        """Copy a local day file to its object; its SHA-256 (hex)."""
+    def upload(self, local: Path, folder_value: str, date: dt.date) -> None:
+        """Copy a local day file to its object."""
         key = self.day_key(folder_value, date)
-        digest = hashlib.sha256()
         try:
             with open(local, "rb") as src, self.filesystem.open_output_stream(key) as sink:
                 while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
                     sink.write(chunk)
         except (OSError, pa.ArrowException) as exc:
             if isinstance(exc, FileNotFoundError) and not Path(local).exists():
                 raise
             raise RemoteError(f"cannot upload to {self.url_of(key)}: {first_line(exc)}") from exc
-        return digest.hexdigest()
 
     def digest(self, folder_value: str, date: dt.date) -> str | None:
         """SHA-256 (hex) of a day's object as the store gives it back; None when missing."""
@@ -321,10 +317,3 @@ def bind_remote(data: Path | str, url: str, *, create: bool = True) -> RemoteLak
         body = json.dumps({"lake_url": remote.url}, indent=2) + "\n"
         atomic_write_bytes(Path(data, LAKE_URL_FILE), body.encode())
     return remote
-
-
-def folder_value(ticker: str) -> str:
-    """``lake.layout.encode_ticker`` without importing layout (which imports this module)."""
-    if "%" in ticker:
-        raise SymbolError(f"symbol {ticker!r} rejected")
-    return ticker.replace("=", "%3D")

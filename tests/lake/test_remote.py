@@ -130,37 +130,34 @@ def test_a_crash_between_upload_and_marker_leaves_each_day_visible_once(
     once, and the next run finishes without uploading a day twice."""
     root, before = lake
     for point in ("offload_uploaded", "offload_verified"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ticklake.cli", "maintain", "--data", str(root),
-             "--lake-url", s3_url, "--offload-after-days", "1", "--compaction-grace", "0"],
-            env={**os.environ, FAILPOINT: point},
-            capture_output=True,
-            timeout=60,
-        )  # fmt: skip
+        proc = maintain(root, s3_url, {FAILPOINT: point})
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
         assert seen(root) == before
         assert len(set(seen(root))) == len(before)
-    finished = subprocess.run(
-        [sys.executable, "-m", "ticklake.cli", "maintain", "--data", str(root),
-         "--lake-url", s3_url, "--offload-after-days", "1", "--compaction-grace", "0"],
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    finished = maintain(root, s3_url)
     assert finished.returncode == 0, finished.stderr.decode()
     record = json.loads((root / "state" / "maintenance.json").read_text())
     # the first kill came right after AAPL's DAY1 upload, the second right after its
     # verification: that day is never uploaded again, the other three once
     assert record["days_offloaded"] == 3
     assert seen(root) == before
-    again = subprocess.run(
-        [sys.executable, "-m", "ticklake.cli", "maintain", "--data", str(root),
-         "--lake-url", s3_url, "--offload-after-days", "1", "--compaction-grace", "0"],
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    again = maintain(root, s3_url)
     assert again.returncode == 0, again.stderr.decode()
     assert not any((root / "history").glob("ticker=AAPL/date=*/part.parquet"))
     assert seen(root) == before
+
+
+def maintain(
+    root: Path, url: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``ticklake maintain`` offloading every compacted day at once, as its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ticklake.cli", "maintain", "--data", str(root),
+         "--lake-url", url, "--offload-after-days", "1", "--compaction-grace", "0"],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
 
 
 def test_a_reader_with_only_the_url_sees_every_offloaded_tick(

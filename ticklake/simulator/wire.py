@@ -29,7 +29,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from lake.pricing_pb2 import PricingData
 from ticklake.simulator.frames import v2_frame
 
-__all__ = ["Batch", "encode", "field_bytes", "text_frame"]
+__all__ = ["Batch", "encode", "field_bytes", "frame_texts", "text_frame"]
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -139,6 +139,19 @@ def text_frame(text: str) -> bytes:
     if size < 1 << 16:
         return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def frame_texts(data: bytes) -> list[str]:
+    """The texts of server text frames back to back (``text_frame``'s, ``Batch.frames``)."""
+    out, i = [], 0
+    while i < len(data):
+        size, i = data[i + 1] & 0x7F, i + 2
+        if size in (126, 127):
+            width = 2 if size == 126 else 8
+            size, i = int.from_bytes(data[i : i + width], "big"), i + width
+        out.append(data[i : i + size].decode())
+        i += size
+    return out
 
 
 def _parts(

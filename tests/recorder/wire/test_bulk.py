@@ -27,7 +27,7 @@ from tests.kit.frames import envelope, v1, v2
 from ticklake.simulator.config import SimulatorConfig
 from ticklake.simulator.feed import Feed
 from ticklake.simulator.frames import FrameMaker
-from ticklake.simulator.wire import encode, field_bytes
+from ticklake.simulator.wire import encode, field_bytes, frame_texts
 
 T0 = 1_713_276_945_000
 SYMBOLS = ["AMZN", "MSFT", "SPY", "QQQ", "EURUSD=X", "BTC-USD", "ETH-USD", "ES=F", "^GSPC"]
@@ -103,14 +103,7 @@ def burst_frames(version: int, rounds: int, symbols: list[str]) -> list[str]:
     clock = field_bytes(PricingData(time=T0, market_hours=PricingData.REGULAR_MARKET))
     statics = [field_bytes(feed.symbol(s).template) | clock for s in symbols]
     columns = [feed.symbol(s).next_columns(rounds, 1, 1) for s in symbols]
-    data, out, i = encode(statics, columns, version).frames, [], 0
-    while i < len(data):
-        size, i = data[i + 1] & 0x7F, i + 2
-        if size == 126:
-            size, i = int.from_bytes(data[i : i + 2], "big"), i + 2
-        out.append(data[i : i + size].decode())
-        i += size
-    return out
+    return frame_texts(encode(statics, columns, version).frames)
 
 
 @pytest.mark.parametrize("version", [1, 2])
