@@ -10,7 +10,9 @@
    receives the same feed and decodes it into columns every second (the seed's work,
    without storage), measured in the same run.
 2. ``--many`` symbols at 1 msg/s: how far the lake lags the feed (now minus the newest
-   ``received_at`` a reader sees, sampled every second after the first 20 s) and peak RSS.
+   ``received_at`` a reader sees, sampled every second after the first 20 s) and peak
+   memory: the PSS of both processes (the recorder and its forked lake writer share pages,
+   which their RSS counts twice), and each one's RSS.
 3. ``--burst-symbols`` in burst for ``--burst-seconds``, then the simulator goes away: end
    to end, from the first journaled frame until a reader sees every tick in the lake,
    against a bare receive loop (same run); then ``ticklake replay --into`` of that journal.
@@ -44,8 +46,10 @@ from bench.ingest import (
     symbols,
     tree,
 )
+from lake.deltas import list_deltas
 from lake.layout import duckdb_read_sql
 from recorder.journal import Journal
+from recorder.segment import list_segments
 
 WARM_UP_S = 20.0
 
@@ -66,8 +70,13 @@ def visible(data: Path) -> tuple[int, float]:
 
 
 def journaled(data: Path) -> int:
+    """Frames in a fresh journal (seqs 1 to n): its last seq, read in its last segment."""
+    refs = list_segments(data / "journal")
+    if not refs:
+        return 0
     with Journal.open_reader(data / "journal") as journal:
-        return sum(len(batch) for batch in journal.iter_records())
+        batches = journal.iter_records(refs[-1].first_seq)
+        return max((batch[-1].seq for batch in batches), default=refs[-1].first_seq - 1)
 
 
 async def _bare_decode(url: str, names: list[str], seconds: float) -> tuple[int, float]:
@@ -149,13 +158,13 @@ def many(names: list[str], seconds: float) -> None:
         stopped = stop(process, 30)
     lags.sort()
     print(f"  lag of the lake behind the feed: median {lags[len(lags) // 2]:.1f} s, "
-          f"max {lags[-1]:.1f} s (target <= flush interval 5 s + 2 s); peak RSS "
-          f"{max(rss, stopped.rss_mb):.0f} MB (target < 300 MB); SIGTERM to exit "
+          f"max {lags[-1]:.1f} s (target <= flush interval 5 s + 2 s); SIGTERM to exit "
           f"{stopped.seconds:.1f} s")  # fmt: skip
     print(
-        "  peak RSS by process: "
+        f"  memory: peak PSS of both processes {pss:.0f} MB (sampled each second, shared "
+        "pages counted once; target < 300 MB); peak RSS by process: "
         + ", ".join(f"{mb:.0f} MB" for mb in own.values())
-        + f"; peak PSS of both (sampled each second, shared pages once): {pss:.0f} MB"
+        + f" (their sum, shared pages twice: {max(rss, stopped.rss_mb):.0f} MB)"
     )
 
 
@@ -171,16 +180,19 @@ def visible_rows(data: Path) -> int:
 
 
 def _settled(data: Path, quiet_s: float = 10.0) -> tuple[int, float]:
-    """(rows, perf_counter when they last grew) once the lake holds a row for every frame
-    journaled (the simulator has stopped: the journal no longer grows), or stops growing
-    for ``quiet_s`` (longer than the flush interval, which the last backlog may wait)."""
+    """(rows, epoch s when the lake first held them) once it holds a row for every frame
+    journaled (call it after the simulator stops: the journal stops too) or stops growing
+    for ``quiet_s`` (longer than the flush interval). The lake is not polled while it
+    fills (a poll costs the recorder CPU): every frame lands in a delta first, so the
+    newest delta's mtime is when the lake first held them all."""
+    time.sleep(0.5)  # the journal's last group commit
+    frames = journaled(data)
     rows, grew = visible_rows(data), time.perf_counter()
-    while time.perf_counter() - grew < quiet_s and rows < journaled(data):
-        time.sleep(0.1)
-        now = visible_rows(data)
-        if now != rows:
+    while time.perf_counter() - grew < quiet_s and rows < frames:
+        time.sleep(0.5)
+        if (now := visible_rows(data)) != rows:
             rows, grew = now, time.perf_counter()
-    return rows, grew
+    return rows, max(delta.path.stat().st_mtime for delta in list_deltas(data))
 
 
 def burst(names: list[str], seconds: float) -> None:
@@ -193,7 +205,7 @@ def burst(names: list[str], seconds: float) -> None:
             baseline = bare(sim.url, names, seconds)
             process = start_record(data, sim.url, names, Path(tmp, "log"))
             _journal_started(data)
-            first = time.perf_counter()
+            first = time.time()
             time.sleep(seconds)
         rows, last = _settled(data)
         stopped = stop(process, 60)

@@ -26,7 +26,8 @@ Invariants:
   everything after the marker's ``seq``;
 - a fold may read its deltas a range of tickers at a time (:func:`ticker_ranges`, a
   :class:`Delta` with ``tickers``): the ranges cover every ticker once, so its peak memory
-  is one range's rows, not the whole minute's.
+  is one range's rows, not the whole minute's; a delta's row groups (``ROW_GROUP_ROWS``,
+  sorted by ticker, with the ticker's statistics) let a range read only its own.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ DELTA_GLOB: Final = f"{DELTAS_DIR}/d-*.parquet"
 FOLD_GLOB: Final = f"{DELTAS_DIR}/fold-*"
 PLACEHOLDER_NAME: Final = "d-!empty.parquet"  # zero rows; keeps a delta glob non-empty
 COMPRESSION: Final = "lz4"  # deltas live one seal: speed over size
+ROW_GROUP_ROWS: Final = 4_096  # what a fold's range of tickers reads of a delta, at most extra
 _DELTA_RE: Final = re.compile(r"^d-(\d{20})-(\d{20})-(\d{16})\.parquet$")
 _FOLD_RE: Final = re.compile(r"^fold-(\d{12})-(\d{20})-(\d{20})-(\d{16})-(\d{16})$")
 
@@ -162,6 +164,7 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(
         table,
         path,
+        row_group_size=ROW_GROUP_ROWS,
         compression=COMPRESSION,
         use_dictionary=False,
         write_statistics=["time", "seq", "id"],
@@ -172,14 +175,28 @@ def read_delta(delta: Delta) -> pa.Table:
     """A delta's rows (those of ``delta.tickers`` when set) as today's lake columns,
     whichever version wrote it."""
     file = pq.ParquetFile(delta.path)
-    rows = file.read()
-    if delta.tickers is not None:
+    if delta.tickers is None:
+        rows = file.read()
+    else:
         lo, hi = delta.tickers
+        rows = file.read_row_groups(_groups_between(file.metadata, lo, hi))
         ids = rows["id"]
         rows = rows.filter(pc.and_(pc.greater_equal(ids, lo), pc.less_equal(ids, hi)))
     if file.schema_arrow.equals(LAKE_SCHEMA):
         return rows
     return upgrade(rows, LAKE_SCHEMA.names)
+
+
+def _groups_between(metadata: pq.FileMetaData, lo: str, hi: str) -> list[int]:
+    """The row groups whose tickers may fall in ``[lo, hi]`` (every group lacking
+    statistics: a delta of another version)."""
+    column = metadata.schema.names.index("id")
+    groups = []
+    for index in range(metadata.num_row_groups):
+        stats = metadata.row_group(index).column(column).statistics
+        if stats is None or not stats.has_min_max or (stats.min <= hi and stats.max >= lo):
+            groups.append(index)
+    return groups
 
 
 def ticker_ranges(deltas: Sequence[Delta], max_rows: int) -> list[tuple[str, str] | None]:

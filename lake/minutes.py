@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import functools
 import logging
 import os
 import threading
@@ -72,7 +71,7 @@ from lake.logfmt import logfmt
 from lake.offload import check_writable, day_source, readable
 from lake.recent import RECENT, file_key, key_of
 from lake.remote import RemoteLake
-from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
+from lake.schema import LAKE_SCHEMA, empty_lake_table, stored_columns, upgrade
 from lake.symbols import SymbolError, valid_symbol_mask, validate_symbol
 from lake.utc import MINUTE_MS, utc_date
 from lake.verify_files import quarantine_lake_files
@@ -231,7 +230,7 @@ def _set_aside(root: Path, path: Path, exc: LakeReadError) -> pa.Table:
         logfmt("ticklake verify --repair"),
     )
     quarantine_lake_files(root, [path])
-    return _empty()
+    return empty_lake_table()
 
 
 def _merge_into_day(
@@ -514,14 +513,14 @@ def _check_rows(rows: pa.Table, ticker: str, minute_start_ms: int) -> None:
 def _read_existing(path: Path) -> pa.Table:
     key = file_key(path)
     if key is None:  # a minute's first write (most of a fold): no reader's exception
-        return _empty()
+        return empty_lake_table()
     known = RECENT.get(path, key)  # written by this process, unchanged since
     if known is not None:
         return known
     try:
         table = _read_columns(path, LAKE_SCHEMA.names)
     except FileNotFoundError:  # removed since the stat
-        return _empty()
+        return empty_lake_table()
     except (OSError, pa.ArrowException) as exc:
         raise LakeReadError(f"cannot read {path}: {exc}; move it aside to rewrite") from exc
     except ValueError as exc:  # columns no version of the lake wrote
@@ -529,12 +528,6 @@ def _read_existing(path: Path) -> pa.Table:
     if not table.schema.equals(LAKE_SCHEMA):
         raise LakeReadError(f"{path} does not hold LAKE_SCHEMA; move it aside to rewrite")
     return table
-
-
-@functools.cache
-def _empty() -> pa.Table:
-    """``LAKE_SCHEMA``'s empty table, built once (not at import: that imports pandas)."""
-    return LAKE_SCHEMA.empty_table()
 
 
 def _read_columns(path: Path, names: list[str]) -> pa.Table:

@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ LAKE_SCHEMA: Final = TICK_SCHEMA.append(pa.field("received_at", RECEIVED_TYPE)).
     pa.field("seq", pa.int64())
 )
 """Columns of a lake file: the tick, when it was received (µs) and its journal sequence."""
+
+
+@functools.cache
+def empty_lake_table() -> pa.Table:
+    """``LAKE_SCHEMA``'s empty table, built once, on first use: an Arrow array built at
+    import makes pyarrow import pandas (~45 MB a process, see ``ticklake.record_cmd``)."""
+    return LAKE_SCHEMA.empty_table()
 
 
 def enum_name(field: TickField, value: int) -> str:

@@ -43,7 +43,7 @@ from lake.errors import LakeReadError, LakeStopped
 from lake.logfmt import logfmt
 from lake.minutes import MinutesWrite, read_minutes, write_minutes
 from lake.quarantine import Quarantine
-from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE
+from lake.schema import LAKE_SCHEMA, RECEIVED_TYPE, empty_lake_table
 from lake.seal import SealState
 from lake.symbols import valid_symbol_mask
 from lake.utc import MINUTE_MS
@@ -65,7 +65,6 @@ Keys = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
 CHUNK_FRAMES: Final = 20_000  # frames decoded at once
 WRITE_THREADS: Final = 4  # minute files written at once (Parquet encoding releases the GIL)
 GROUP_ROWS: Final = 2_000_000  # rows ``apply_all`` gathers before it writes minute files
-_EMPTY: Final = LAKE_SCHEMA.empty_table()
 
 
 @dataclass
@@ -224,7 +223,7 @@ class Ingest:
         cut = max(self.seal.watermark_ms, self.files_before_ms)
         times = _times(rows)
         late = np.flatnonzero(times < cut)
-        parts = [LAKE_SCHEMA.empty_table()]
+        parts = [empty_lake_table()]
         if not len(late):
             return parts[0]
         # grouped by ticker with one sort (the first cycle after a start can hold every
@@ -236,9 +235,12 @@ class Ingest:
         for lo, hi in itertools.pairwise(bounds):
             ticker, minutes = str(ids[lo]), np.unique(minute_of[lo:hi]).tolist()
             try:
-                parts.append(read_minutes(self.root, ticker, minutes))
+                stored = read_minutes(self.root, ticker, minutes)
             except LakeReadError as exc:  # the fold sets the file aside when it gets there
                 log.warning("event=late_dedupe_skipped reason=%s", logfmt(exc))
+                continue
+            if stored.num_rows:  # a start's first cycle asks for every ticker, most have none
+                parts.append(stored)
         return pa.concat_tables(parts)
 
     # -- live: the fold at each seal ----------------------------------------------------------
@@ -309,7 +311,7 @@ class Ingest:
         (only once the writes succeeded) and note ``last_seq`` as applied."""
         rows = [d.rows for d in pending]
         for decoded in pending:  # the rows live on in ``rows`` only, consumed by the write
-            decoded.rows = _EMPTY
+            decoded.rows = empty_lake_table()
         stats.add(self._write_files(rows, now_ms))
         for decoded in pending:
             self._quarantine(decoded)

@@ -19,6 +19,8 @@ Invariants:
   power here" stays true;
 - a child outlives neither its parent (SIGKILL on the parent's death, Linux's
   ``PR_SET_PDEATHSIG``) nor :meth:`LakeProcess.close`;
+- the child never imports pandas (pyarrow imports it on its first array when it is
+  installed: ~45 MB of a process for nothing here);
 - the child gives freed memory back to the system after every cycle (issue 11: 5,000
   symbols under 300 MB): Arrow allocates from the C library's heap, not mimalloc's (which
   keeps a fold's pages), and ``malloc_trim`` returns the heap's free pages, which a
@@ -31,14 +33,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib.abc
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from types import ModuleType
 from typing import Final
 
 import pyarrow as pa
@@ -180,6 +186,8 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
     failpoints.kill_also(parent_pid)
     RECENT.clear()
     RECENT.max_bytes = 0  # the files' readers (the per-minute job) live in the parent
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _Refused("pandas"))  # pyarrow then takes it for missing
     pa.set_memory_pool(pa.system_memory_pool())  # freed pages go back (see the docstring)
     trim = _heap_trimmer()
     writer = LakeWriter(config)
@@ -194,6 +202,20 @@ def _serve(conn: Connection, config: WriterConfig, parent_pid: int) -> None:
         pass  # the parent is gone
     finally:
         writer.close()
+
+
+class _Refused(importlib.abc.MetaPathFinder):
+    """Makes ``import <package>`` fail as if it were not installed."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname.partition(".")[0] == self.package:
+            raise ModuleNotFoundError(f"{fullname} is not used here", name=fullname)
+        return None
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -63,7 +63,7 @@ __all__ = ["FLUSH_FRAMES", "LakeWriter", "Report", "Work"]
 
 log = logging.getLogger(__name__)
 FLUSH_FRAMES: Final = 100_000  # frames appended as one delta at most (a burst: several)
-FOLD_ROWS: Final = 100_000  # delta rows a fold holds at once, about (a range of tickers)
+FOLD_ROWS: Final = 30_000  # delta rows a fold holds at once, about (a range of tickers)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 The receive path does one thing per batch of frames: append them to the journal (contract 1)
 and keep them in a bounded in-memory backlog. Everything else happens in *cycles*, every
-``flush_interval``, at every seal deadline (minute end + lateness) and at once while a
-burst's backlog holds ``FLUSH_FRAMES``: the journal is made durable up to the backlog's last
+``flush_interval``, at every seal deadline (minute end + lateness), at once while a
+burst's backlog holds ``FLUSH_FRAMES``, and at once after a cycle that carried
+``BURST_FRAMES`` or more (what arrived meanwhile, a burst's tail, does not wait an
+interval): the journal is made durable up to the backlog's last
 seq, then the lake writer (``recorder.lake_writer``, in a process of its own:
 ``recorder.lake_process``) decodes the frames and appends them to the lake as one delta
 (``lake.deltas``), and when minutes seal, a *fold* writes each sealed (ticker, minute) file
@@ -61,6 +63,9 @@ from recorder.lake_writer import FLUSH_FRAMES, Report, Work, WriterConfig
 from recorder.state import RecorderStateFile
 
 log = logging.getLogger(__name__)
+# A cycle carrying this many frames is a burst's: the next starts at once (10 k msg/s at the
+# default interval; below that, frames wait for the interval and deltas stay few).
+BURST_FRAMES: Final = FLUSH_FRAMES // 2
 MAX_BACKOFF_S: Final = 60.0  # the longest wait between two cycles while they fail
 STOP_WAIT_S: Final = 2.5  # at stop, the lake writer gets this long to finish its cycle
 
@@ -270,6 +275,14 @@ class Recorder:
             self._in_flight = 0
         stats = self._take(report)
         self._sealing_ms = max(self._sealing_ms, work.seal_target_ms)
+        log.debug(
+            "event=cycle frames=%d flushed_seq=%d journaled_seq=%d backlog=%d seconds=%.3f",
+            len(work.frames),
+            self.flushed_seq,
+            self.journal.next_seq - 1,
+            len(self._backlog),
+            self.clock.now() - now,
+        )
         return stats
 
     def _take_backlog(self) -> _Backlog:
@@ -279,6 +292,8 @@ class Recorder:
         backlog = self._backlog
         if len(backlog) <= FLUSH_FRAMES:
             self._backlog = _Backlog()
+            if len(backlog) >= BURST_FRAMES:
+                self._wake.set()  # a burst: the next cycle takes what arrives meanwhile
             return backlog
         head, self._backlog = backlog.split(FLUSH_FRAMES)
         self._wake.set()
@@ -384,6 +399,12 @@ class Recorder:
         self._wake.set()
         self.lake.halt()  # a long step in progress stops; the next start replays its part
         self.feed.stop()
+
+    def start_lake_writer(self) -> None:
+        """Fork the lake writer now, from the main thread; the first cycle does otherwise.
+        Early, the child shares a lean process: one forked later carries (and, touching it,
+        copies) whatever this process has loaded since, such as DuckDB for the job."""
+        self.lake.start()
 
     async def run(self) -> None:
         log.info(

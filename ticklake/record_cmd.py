@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, Final
 
-from analytics.scheduler import start_scheduler
 from lake.datadir import DataLockedError
 from lake.retention import RetentionError
 from lake.seal import SealError
@@ -142,7 +141,12 @@ async def _record_with_analytics(recorder: Recorder, ns: argparse.Namespace) -> 
     """The recorder, and (unless switched off) the per-minute job and the daily maintenance
     in the same loop; maintenance runs in a thread of its own, the job in a worker thread."""
     data, clock = recorder.config.data, recorder.clock
-    scheduler = start_scheduler(data, job_config(ns), clock) if ns.analytics else None
+    recorder.start_lake_writer()  # forked before the job loads DuckDB: it needs none of it
+    scheduler = None
+    if ns.analytics:
+        from analytics.scheduler import start_scheduler  # DuckDB: only with analytics
+
+        scheduler = start_scheduler(data, job_config(ns), clock)
     maintenance = None
     if ns.maintain:  # the recorder prunes its own journal: maintenance leaves it alone
         config = maintenance_config(ns, in_recorder=True)

@@ -32,11 +32,11 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -256,7 +256,7 @@ def _column(
 def _enum_column(f: TickField, raw: U64, present: npt.NDArray[np.bool_]) -> pa.Array:
     # proto3: an absent enum is its zero value (PRE_MARKET is 0 and never on the wire).
     numbers = np.where(present, raw.astype(np.int64).astype(np.int32), 0)
-    lookup, names = _ENUM_LOOKUP[f.number]
+    lookup, names = _enum_lookup(f.number)
     inside = (numbers >= 0) & (numbers < lookup.size)
     codes = np.where(inside, lookup[np.clip(numbers, 0, lookup.size - 1)], -1)
     strange = np.flatnonzero(codes < 0)
@@ -267,12 +267,13 @@ def _enum_column(f: TickField, raw: U64, present: npt.NDArray[np.bool_]) -> pa.A
     return pa.DictionaryArray.from_arrays(codes.astype(np.int32), names).dictionary_decode()
 
 
-def _enum_lookup(f: TickField) -> tuple[npt.NDArray[np.int32], pa.Array]:
-    assert f.enum_names is not None
-    numbers = sorted(f.enum_names)
+@functools.cache
+def _enum_lookup(number: int) -> tuple[npt.NDArray[np.int32], pa.Array]:
+    """(code by enum number, names) of field ``number``; built on first use, not at import
+    (an Arrow array at import makes pyarrow import pandas, see ``ticklake.record_cmd``)."""
+    names_of = next(f.enum_names for f in TICK_FIELDS if f.number == number)
+    assert names_of is not None
+    numbers = sorted(names_of)
     lookup = np.full(max(numbers) + 1, -1, dtype=np.int32)
     lookup[numbers] = np.arange(len(numbers), dtype=np.int32)
-    return lookup, pa.array([f.enum_names[k] for k in numbers], type=pa.string())
-
-
-_ENUM_LOOKUP: Final = {f.number: _enum_lookup(f) for f in TICK_FIELDS if f.kind == "enum"}
+    return lookup, pa.array([names_of[k] for k in numbers], type=pa.string())

@@ -7,8 +7,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from lake import deltas as deltas_module
 from lake.deltas import (
     Delta,
     Fold,
@@ -159,3 +161,31 @@ def test_ticker_ranges_split_the_rows_without_splitting_a_ticker(tmp_path: Path)
     assert sorted(n for ids in per_range for n in ids) == sorted(names), "each ticker once"
     assert all(p.num_rows <= 30 + 12 for p in pieces), "about max_rows, a ticker at most over"
     assert sorted(pa.concat_tables(pieces)["seq"].to_pylist()) == sorted(whole["seq"].to_pylist())
+
+
+def test_a_range_of_tickers_reads_only_its_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deltas_module, "ROW_GROUP_ROWS", 8)
+    names = ["AAPL", "BRK-B", "EURUSD=X", "MSFT", "ZZ", "^GSPC", "€X"]
+    table = pa.concat_tables([ticks(n, [T0 + i for i in range(8)], range(8)) for n in names])
+    table = table.set_column(
+        table.schema.get_field_index("seq"), "seq", pa.array(np.arange(len(table)) + 1)
+    )
+    delta = write_delta(tmp_path, table)
+    assert delta is not None
+    metadata = pq.read_metadata(delta.path)
+    assert metadata.num_row_groups == len(names), "sorted by ticker, 8 rows a group"
+
+    reads: list[list[int]] = []
+    original = pq.ParquetFile.read_row_groups
+
+    def counted(self: pq.ParquetFile, groups: list[int], **kwargs: object) -> pa.Table:
+        reads.append(list(groups))
+        return original(self, groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counted)
+    part = read_delta(delta.only(("BRK-B", "MSFT")))
+    assert sorted(set(part["id"].to_pylist())) == ["BRK-B", "EURUSD=X", "MSFT"]
+    assert part.num_rows == 24
+    assert reads == [[1, 2, 3]], "only the groups whose tickers fall in the range"

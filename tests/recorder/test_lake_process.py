@@ -22,6 +22,7 @@ import pytest
 import lake.deltas
 import recorder.lake_writer
 import recorder.recorder
+from lake.clock import ManualClock
 from lake.layout import minute_file
 from lake.utc import MINUTE_MS
 from recorder.recorder import Recorder
@@ -200,3 +201,59 @@ def test_a_burst_backlog_goes_to_the_writer_in_pieces_and_loses_nothing(
     assert len(deltas) >= sum(taken) // 3 - 5, "the writer cut its work in pieces of 3"
     assert read_journal(data).frames == [e["frame"] for e in sent_frames(sent_log)]
     assert_lake_is_journal(data)
+
+
+def test_after_a_burst_cycle_what_arrived_meanwhile_does_not_wait_an_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock never moves, so no interval or seal deadline passes: a cycle starts only
+    when the backlog holds FLUSH_FRAMES, or at once after a cycle that carried
+    BURST_FRAMES (a burst's tail)."""
+    monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 30)
+    monkeypatch.setattr(recorder.recorder, "BURST_FRAMES", 20)
+    taken: list[int] = []
+    real_take = Recorder._take_backlog
+
+    def take(self: Recorder) -> object:
+        head = real_take(self)
+        taken.append(len(head))
+        return head
+
+    monkeypatch.setattr(Recorder, "_take_backlog", take)
+    sim = SimulatorConfig(rate=40, seed=38)
+    config = recorder_config(tmp_path / "data", CRYPTO, flush_interval=3600.0)
+    record(config, sim, 2.5, clock=ManualClock(time.time()))
+
+    cycles = taken[1:]  # the first is the start's
+    assert sum(cycles) >= 150, "~300 frames arrived"
+    tails = [i for i, n in enumerate(cycles) if i and n < 30]
+    assert tails, "no cycle ran on a backlog below FLUSH_FRAMES: the tails waited"
+    assert all(cycles[i - 1] >= 20 for i in tails), "only a burst cycle starts the next at once"
+
+
+def test_the_lake_writer_never_imports_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas on its first array when it is installed (~45 MB a process);
+    the lake writer refuses it, and stores the frames all the same."""
+    pytest.importorskip("pandas")  # not installed: nothing to keep out
+    script = f"""
+import pathlib, time
+from lake.utc import floor_minute_ms
+from recorder.lake_process import LakeProcess
+from recorder.lake_writer import Work, WriterConfig
+from tests.kit.frames import pricing, v2
+
+now_ms = int(time.time() * 1000)
+frames = [v2(pricing(s, now_ms - 1000, 10.0 + i)) for i, s in enumerate(("AAPL", "MSFT"))]
+writer = LakeProcess(WriterConfig(pathlib.Path({str(tmp_path / "data")!r}), 3_600_000, 10))
+writer.start()
+report = writer.submit(Work(now_ms, floor_minute_ms(now_ms - 60_000), frames, [range(1, 3)],
+                            [now_ms * 1000]))
+maps = pathlib.Path(f"/proc/{{writer.pid}}/maps").read_text()
+print(report.stats.ticks_added, "pandas/_libs" in maps)
+writer.close(5.0)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "False"]
