@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 Keys = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
 CHUNK_FRAMES: Final = 20_000  # frames decoded at once
 WRITE_THREADS: Final = 4  # minute files written at once (Parquet encoding releases the GIL)
-GROUP_ROWS: Final = 2_000_000  # rows ``apply_all`` gathers before it writes minute files
+GROUP_ROWS: Final = 1_000_000  # rows ``apply_all`` gathers before it writes minute files
 
 
 @dataclass
