@@ -3,9 +3,9 @@
 The receive path does one thing per batch of frames: append them to the journal (contract 1)
 and keep them in a bounded in-memory backlog. Everything else happens in *cycles*, every
 ``flush_interval``, at every seal deadline (minute end + lateness), at once while a
-burst's backlog holds ``FLUSH_FRAMES``, and at once after a cycle that carried
-``BURST_FRAMES`` or more (what arrived meanwhile, a burst's tail, does not wait an
-interval): the journal is made durable up to the backlog's last
+burst's backlog holds ``FLUSH_FRAMES``, and back to back from a cycle that carried
+``BURST_FRAMES`` until one carries fewer than ``CALM_FRAMES`` (a burst's tail does not
+wait an interval): the journal is made durable up to the backlog's last
 seq, then the lake writer (``recorder.lake_writer``, in a process of its own:
 ``recorder.lake_process``) decodes the frames and appends them to the lake as one delta
 (``lake.deltas``), and when minutes seal, a *fold* writes each sealed (ticker, minute) file
@@ -63,9 +63,11 @@ from recorder.lake_writer import FLUSH_FRAMES, Report, Work, WriterConfig
 from recorder.state import RecorderStateFile
 
 log = logging.getLogger(__name__)
-# A cycle carrying this many frames is a burst's: the next starts at once (10 k msg/s at the
-# default interval; below that, frames wait for the interval and deltas stay few).
+# A cycle carrying BURST_FRAMES starts a burst: cycles run back to back until one carries
+# fewer than CALM_FRAMES. A steady feed below 10 k msg/s (at the default interval) never
+# starts one, so its deltas stay one per interval.
 BURST_FRAMES: Final = FLUSH_FRAMES // 2
+CALM_FRAMES: Final = BURST_FRAMES // 10
 MAX_BACKOFF_S: Final = 60.0  # the longest wait between two cycles while they fail
 STOP_WAIT_S: Final = 2.5  # at stop, the lake writer gets this long to finish its cycle
 
@@ -167,6 +169,7 @@ class Recorder:
         self._dropping_since = 0.0  # receive time of the first of them, epoch s
         self.flushed_seq = 0  # every seq up to this is in a delta or a file
         self._backlog = _Backlog()
+        self._bursting = False  # cycles run back to back (see _take_backlog)
         self._in_flight = 0  # characters of frame text the cycle in flight holds
         self._catching_up = True  # start by replaying what the lake has not applied yet
         self._failures = 0  # cycles failed in a row
@@ -288,15 +291,22 @@ class Recorder:
     def _take_backlog(self) -> _Backlog:
         """The backlog's first ``FLUSH_FRAMES`` frames or so (whole batches), for one cycle;
         a burst's rest waits for the next cycle, which starts at once (memory in flight
-        stays small)."""
+        stays small).
+
+        In a burst (a cycle carried ``BURST_FRAMES``), cycles run back to back until one
+        carries fewer than ``CALM_FRAMES``: what arrived during a cycle, a burst's tail
+        above all, does not wait an interval."""
         backlog = self._backlog
         if len(backlog) <= FLUSH_FRAMES:
-            self._backlog = _Backlog()
-            if len(backlog) >= BURST_FRAMES:
-                self._wake.set()  # a burst: the next cycle takes what arrives meanwhile
-            return backlog
-        head, self._backlog = backlog.split(FLUSH_FRAMES)
-        self._wake.set()
+            head, self._backlog = backlog, _Backlog()
+        else:
+            head, self._backlog = backlog.split(FLUSH_FRAMES)
+        if len(head) >= BURST_FRAMES:
+            self._bursting = True
+        elif len(head) < CALM_FRAMES:
+            self._bursting = False
+        if self._bursting or len(self._backlog):
+            self._wake.set()
         return head
 
     def _take(self, report: Report) -> IngestStats:

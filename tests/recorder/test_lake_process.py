@@ -207,10 +207,11 @@ def test_after_a_burst_cycle_what_arrived_meanwhile_does_not_wait_an_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The clock never moves, so no interval or seal deadline passes: a cycle starts only
-    when the backlog holds FLUSH_FRAMES, or at once after a cycle that carried
-    BURST_FRAMES (a burst's tail)."""
+    when the backlog holds FLUSH_FRAMES, or at once in a burst (from a cycle that carried
+    BURST_FRAMES until one carries fewer than CALM_FRAMES: a burst's tail)."""
     monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 30)
     monkeypatch.setattr(recorder.recorder, "BURST_FRAMES", 20)
+    monkeypatch.setattr(recorder.recorder, "CALM_FRAMES", 3)
     taken: list[int] = []
     real_take = Recorder._take_backlog
 
@@ -228,7 +229,9 @@ def test_after_a_burst_cycle_what_arrived_meanwhile_does_not_wait_an_interval(
     assert sum(cycles) >= 150, "~300 frames arrived"
     tails = [i for i, n in enumerate(cycles) if i and n < 30]
     assert tails, "no cycle ran on a backlog below FLUSH_FRAMES: the tails waited"
-    assert all(cycles[i - 1] >= 20 for i in tails), "only a burst cycle starts the next at once"
+    assert all(cycles[i - 1] >= 3 for i in tails), "a calm cycle ends the burst"
+    first = next(i for i, n in enumerate(cycles) if n >= 20)
+    assert tails[0] > first, "no cycle runs at once before one carried BURST_FRAMES"
 
 
 def test_the_lake_writer_never_imports_pandas(tmp_path: Path) -> None:
