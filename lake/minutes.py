@@ -311,8 +311,8 @@ def write_minutes(
     ``stop`` is asked before each ticker: True raises LakeStopped (files written so far
     stay; rewriting them is harmless).
     """
-    # One chunk: a take from many (a replay's decoded batches) costs 4x as much. The rows
-    # are held once here, plus a batch per thread below.
+    # One chunk (a copy when the rows come in many, as a replay's decoded batches do): the
+    # takes below cost 4x as much from many chunks.
     good = conform(table).combine_chunks()
     del table
     usable = pc.and_(valid_symbol_mask(good["id"]), pc.is_valid(good["time"]))

@@ -94,7 +94,7 @@ LAKE_SCHEMA: Final = TICK_SCHEMA.append(pa.field("received_at", RECEIVED_TYPE)).
 @functools.cache
 def empty_lake_table() -> pa.Table:
     """``LAKE_SCHEMA``'s empty table, built once, on first use: an Arrow array built at
-    import makes pyarrow import pandas (~45 MB a process, see ``ticklake.record_cmd``)."""
+    import makes pyarrow import pandas (~45 MB a process, see ``recorder.lake_process``)."""
     return LAKE_SCHEMA.empty_table()
 
 

@@ -270,7 +270,7 @@ def _enum_column(f: TickField, raw: U64, present: npt.NDArray[np.bool_]) -> pa.A
 @functools.cache
 def _enum_lookup(number: int) -> tuple[npt.NDArray[np.int32], pa.Array]:
     """(code by enum number, names) of field ``number``; built on first use, not at import
-    (an Arrow array at import makes pyarrow import pandas, see ``ticklake.record_cmd``)."""
+    (an Arrow array at import makes pyarrow import pandas, see ``recorder.lake_process``)."""
     names_of = next(f.enum_names for f in TICK_FIELDS if f.number == number)
     assert names_of is not None
     numbers = sorted(names_of)

@@ -176,12 +176,8 @@ def test_a_damaged_minute_file_is_set_aside_and_rebuilt_from_the_journal(
     assert_lake_is_journal(data)
 
 
-def test_a_burst_backlog_goes_to_the_writer_in_pieces_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
-    monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 7)  # a "burst" of a few frames
-    monkeypatch.setattr(recorder.lake_writer, "FLUSH_FRAMES", 3)  # deltas of 3 frames at most
+def frames_taken(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of frames each cycle takes from the backlog, in order (filled as they run)."""
     taken: list[int] = []
     real_take = Recorder._take_backlog
 
@@ -191,6 +187,16 @@ def test_a_burst_backlog_goes_to_the_writer_in_pieces_and_loses_nothing(
         return head
 
     monkeypatch.setattr(Recorder, "_take_backlog", take)
+    return taken
+
+
+def test_a_burst_backlog_goes_to_the_writer_in_pieces_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, sent_log = tmp_path / "data", tmp_path / "sent.jsonl"
+    monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 7)  # a "burst" of a few frames
+    monkeypatch.setattr(recorder.lake_writer, "FLUSH_FRAMES", 3)  # deltas of 3 frames at most
+    taken = frames_taken(monkeypatch)
     sim = SimulatorConfig(rate=40, seed=37, sent_log=sent_log, duplicate_rate=0.05)
     record(recorder_config(data, CRYPTO, flush_interval=1.0), sim, 2.5)
 
@@ -212,15 +218,7 @@ def test_after_a_burst_cycle_what_arrived_meanwhile_does_not_wait_an_interval(
     monkeypatch.setattr(recorder.recorder, "FLUSH_FRAMES", 30)
     monkeypatch.setattr(recorder.recorder, "BURST_FRAMES", 20)
     monkeypatch.setattr(recorder.recorder, "CALM_FRAMES", 3)
-    taken: list[int] = []
-    real_take = Recorder._take_backlog
-
-    def take(self: Recorder) -> object:
-        head = real_take(self)
-        taken.append(len(head))
-        return head
-
-    monkeypatch.setattr(Recorder, "_take_backlog", take)
+    taken = frames_taken(monkeypatch)
     sim = SimulatorConfig(rate=40, seed=38)
     config = recorder_config(tmp_path / "data", CRYPTO, flush_interval=3600.0)
     record(config, sim, 2.5, clock=ManualClock(time.time()))
