@@ -28,12 +28,17 @@ SYMBOLS = {"a": ("AAPL", "MSFT"), "b": ("BTC-USD", "ETH-USD")}
 
 
 class PastClock:
-    """The system clock, ``days`` ago and set one second before a minute ends: the
-    recorders and the simulator record a day that is long finished (so it can be
-    compacted and offloaded today), and the minute closes and seals while they run."""
+    """The system clock moved to 15:00:59 UTC of a weekday at least ``days`` ago: the
+    recorders and the simulator record a day that is long finished (so it can be compacted
+    and offloaded today), inside New York's regular session (the simulator sends equities
+    then, whatever the hour of the run), and the minute closes and seals while they run."""
 
     def __init__(self, days: float) -> None:
-        self.offset = days * 86_400 + (time.time() % 60 - 59.0)
+        day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+        while day.weekday() >= 5:  # Saturday, Sunday: no equity trades
+            day -= dt.timedelta(days=1)
+        start = dt.datetime(day.year, day.month, day.day, 15, 0, 59, tzinfo=dt.UTC)
+        self.offset = time.time() - start.timestamp()
 
     def now(self) -> float:
         return time.time() - self.offset
