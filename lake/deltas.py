@@ -50,7 +50,7 @@ from lake.atomic import atomic_write_bytes, replace_file
 from lake.datadir import DELTAS_DIR
 from lake.dedupe import conform
 from lake.errors import LakeWriteError
-from lake.schema import LAKE_SCHEMA, upgrade
+from lake.schema import LAKE_SCHEMA, empty_lake_table, upgrade
 
 __all__ = [
     "DELTA_GLOB",
@@ -135,7 +135,7 @@ def ensure_deltas_dir(root: Path) -> Path:
     placeholder = folder / PLACEHOLDER_NAME
     if not placeholder.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        replace_file(placeholder, lambda tmp: pq.write_table(LAKE_SCHEMA.empty_table(), tmp))
+        replace_file(placeholder, lambda tmp: pq.write_table(empty_lake_table(), tmp))
     return folder
 
 

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from lake.atomic import make_dirs_durable, replace_file
 from lake.datadir import HISTORY_DIR, HISTORY_LOCK
 from lake.dedupe import merge_ticks
-from lake.schema import LAKE_SCHEMA, stored_columns, upgrade
+from lake.schema import LAKE_SCHEMA, empty_lake_table, stored_columns, upgrade
 from lake.spill import merge_by_time
 from lake.utc import DAY_MS, MINUTE_MS, day_start_ms
 
@@ -103,7 +103,7 @@ def tier_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
 def ensure_placeholder(path: Path) -> None:
     """Create a tier's zero-row placeholder file (``layout.*_placeholder``) if missing."""
     if not path.is_file():
-        replace_file(path, lambda tmp: pq.write_table(LAKE_SCHEMA.empty_table(), tmp))
+        replace_file(path, lambda tmp: pq.write_table(empty_lake_table(), tmp))
 
 
 def write_day(table: pa.Table, path: Path) -> None:
@@ -162,7 +162,7 @@ class _DayWriter:
     def close(self) -> None:
         self._flush(everything=True)
         if not self.written:
-            self.writer.write_table(LAKE_SCHEMA.empty_table())
+            self.writer.write_table(empty_lake_table())
         self.writer.close()
 
     def _flush(self, *, everything: bool) -> None:
@@ -209,7 +209,7 @@ def merge_into_day(
     """
     incoming = _per_minute(rows, minutes)
     if not path.is_file():
-        merged, _ = merge_ticks(LAKE_SCHEMA.empty_table(), rows)
+        merged, _ = merge_ticks(empty_lake_table(), rows)
         after = _per_minute(merged, minutes)
         return DayMerge([0] * len(minutes), incoming, after, after, write(merged))
     ranges = sorted({(m, m + MINUTE_MS) for m in minutes})

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from lake.atomic import atomic_write_bytes
 from lake.datadir import HISTORY_DIR, LAKE_URL_FILE
 from lake.errors import LakeError, first_line
-from lake.schema import LAKE_SCHEMA
+from lake.schema import empty_lake_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -156,7 +156,7 @@ class RemoteLake:
     def ensure_placeholder(self) -> None:
         if not self.has_placeholder():
             sink = pa.BufferOutputStream()
-            pq.write_table(LAKE_SCHEMA.empty_table(), sink)
+            pq.write_table(empty_lake_table(), sink)
             self._put(self.placeholder_key(), sink.getvalue().to_pybytes())
 
     def days(self, folder_value: str | None = None) -> Iterator[tuple[str, dt.date, RemoteDay]]:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake.atomic import TMP_SUFFIX
-from lake.schema import LAKE_SCHEMA
+from lake.schema import LAKE_SCHEMA, empty_lake_table
 from lake.utc import DAY_MS
 
 __all__ = ["FAN_IN", "Spill", "SpillKey", "merge_by_time", "read_sorted"]
@@ -147,7 +147,7 @@ def merge_by_time(streams: Sequence[Iterator[pa.Table]]) -> Iterator[list[pa.Tab
     its next batch too (the millisecond may continue there). ValueError if a stream is not
     sorted by ``time``.
     """
-    held = [LAKE_SCHEMA.empty_table()] * len(streams)  # not at import: it imports pandas
+    held = [empty_lake_table()] * len(streams)
     times = [np.zeros(0, dtype=np.int64)] * len(streams)
     live = [True] * len(streams)
 

@@ -10,37 +10,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.job import JobConfig
 from analytics.scheduler import Scheduler
 from lake.clock import ManualClock
 from lake.utc import MINUTE_MS
 from tests.kit.lake import seal, write_lake
+from tests.kit.metrics import Samples, get, parse, value
 from tests.kit.ticks import Feed
 from tests.kit.times import T0
 from ticklake.analyze_metrics import AnalyticsCollector, job_verdict
 from ticklake.metrics import MetricsServer
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def get(url: str) -> tuple[int, str]:
-    """Status and body of a GET (an HTTP error's too)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 def free_port() -> int:
@@ -97,14 +80,6 @@ def test_analyze_serves_the_jobs_metrics_and_health(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_healthz_turns_503_two_minutes_after_the_last_run(tmp_path: Path) -> None:

@@ -8,49 +8,28 @@ import asyncio
 import math
 import re
 import sys
-import urllib.error
-import urllib.request
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lake.clock import SystemClock
 from lake.maintenance import MaintenanceBusyError, maintenance_lock
 from recorder.durations import Durations
 from recorder.maintenance_job import MaintenanceConfig, run_maintenance
 from recorder.recorder import Recorder
+from tests.kit.metrics import Samples, get, parse, value
 from tests.kit.recorder import CRYPTO, record, recorder_config
 from ticklake.cli import main
 from ticklake.metrics import HealthConfig, MetricsServer, RecorderCollector, health_verdict
 from ticklake.simulator import Simulator, SimulatorConfig
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def get(url: str) -> tuple[int, str]:
-    """Status and body of a GET (an HTTP error's too)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
 
 def scrape(server: MetricsServer) -> Samples:
     status, text = get(server.url + "/metrics")
     assert status == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+    return parse(text)
 
 
 def test_metrics_grow_while_recording_and_match_the_recorder(tmp_path: Path) -> None:
